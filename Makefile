@@ -1,0 +1,42 @@
+# Two commands do all the set-up: `make run` (the flagship study) and `make test`.
+# Both create .venv, install the pinned torch pair first (so no resolver pulls another multi-GB
+# torch), install hptune, and install Debian's Fashion-MNIST when apt-get is there.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.hptune-installed
+ARCH := $(shell uname -m)
+ifeq ($(ARCH),aarch64)
+TORCH ?= torch==2.9.1 torchvision==0.24.1
+else
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+endif
+DEBIAN_DATA := /usr/share/datasets/fashion-mnist
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test lint setup data
+run: setup data
+	$(BIN)/hptune optimize studies/fashion.yaml
+
+test: setup data
+	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check hptune tests examples
+	$(BIN)/ruff format --check hptune tests examples
+	$(BIN)/mypy
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch, torchvision" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+data:
+	@if [ -d $(DEBIAN_DATA) ]; then :; \
+	elif command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "no apt-get: put Fashion-MNIST in \$$HPTUNE_DATA_DIR/fashion-mnist/ (see README)"; fi

@@ -1,0 +1,3 @@
+from hptune.cli import main
+
+main()

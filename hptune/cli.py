@@ -1,0 +1,91 @@
+"""The ``hptune`` command: parses arguments, calls the library, formats the answer.
+
+Library errors a user can fix (``HptuneError``) become one line per problem on stderr and exit
+code 2, in one place (``_Group.invoke``); programming errors keep their tracebacks.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hptune.errors import HptuneError
+
+EXIT_USER_ERROR = 2
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HptuneError as error:
+            for problem in error.problems:
+                click.echo(f"error: {problem}", err=True)
+            ctx.exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt:
+            click.echo("interrupted; run the same command again to continue the study", err=True)
+            ctx.exit(130)
+
+
+study_file = click.argument("study_file", type=click.Path(path_type=Path))
+overrides = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a study-file key, e.g. --set train.epochs=2 (repeatable).",
+)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="hptune")
+def main() -> None:
+    """Hyperparameter studies of PyTorch models with Optuna, tracked in MLflow."""
+
+
+@main.command()
+@study_file
+@overrides
+def validate(study_file: Path, overrides: tuple[str, ...]) -> None:
+    """Check a study file and print its search space, without training."""
+    from hptune.config import load_study_file
+    from hptune.describe import describe_study
+
+    config = load_study_file(study_file, overrides)
+    click.echo(describe_study(config))
+
+
+@main.command()
+@study_file
+@overrides
+@click.option("--n-trials", type=click.IntRange(min=1), help="Trials to run in this invocation.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds to run.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Training device.")
+@click.option("--storage", metavar="URL", help="Optuna storage URL (default: mlruns/optuna.db).")
+@click.option("--study-name", metavar="NAME", help="Run under another study name.")
+def optimize(
+    study_file: Path,
+    overrides: tuple[str, ...],
+    n_trials: int | None,
+    timeout: float | None,
+    device: str | None,
+    storage: str | None,
+    study_name: str | None,
+) -> None:
+    """Run (or continue) the study described by STUDY_FILE."""
+    from hptune.config import load_study_file
+    from hptune.describe import summarize_result
+    from hptune.study import optimize as run_study
+
+    flags = {"n_trials": n_trials, "timeout": timeout, "train.device": device, "storage": storage}
+    extra = [f"{key}={value}" for key, value in flags.items() if value is not None]
+    config = load_study_file(study_file, [*overrides, *extra], study_name=study_name)
+    result = run_study(config)
+    click.echo(summarize_result(result, study_file, study_name))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

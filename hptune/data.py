@@ -1,0 +1,226 @@
+"""Data sets: found on disk (or downloaded when allowed), read by torchvision, kept on the device.
+
+Where a data set is looked for, in order (the first complete copy wins):
+
+1. the study's ``data.data_dir``;
+2. ``$HPTUNE_DATA_DIR``;
+3. ``./data`` (torchvision's usual ``root``);
+4. hptune's cache, ``$XDG_CACHE_HOME/hptune/datasets`` (default ``~/.cache/hptune/datasets``),
+   which is also where downloads and decompressed copies go;
+5. the Debian package's folder, e.g. ``/usr/share/datasets/fashion-mnist``.
+
+In folders 1-4 a copy is either torchvision's layout (``ROOT/FashionMNIST/raw/*-ubyte``) or the
+four IDX files, gzipped or not, in a folder named after the data set (``ROOT/fashion-mnist/``).
+torchvision reads only decompressed files in its own layout, so other copies are decompressed
+into the cache once; system files are never linked there (a download would write through).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hptune.config import DataConfig
+from hptune.errors import DataError
+from hptune.registry import lookup
+
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    title: str
+    torchvision_class: str
+    folder: str
+    debian_package: str | None
+
+
+DATASETS = {
+    "fashion_mnist": DatasetSpec(
+        "Fashion-MNIST", "FashionMNIST", "fashion-mnist", "dataset-fashion-mnist"
+    ),
+    "mnist": DatasetSpec("MNIST", "MNIST", "mnist", None),
+}
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Normalized images ``(N, 1, 28, 28)`` float32 and int64 labels, all on one device."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list[str]
+    val_is_test: bool
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_x.shape[1:])
+
+
+def cache_root() -> Path:
+    """hptune's own data folder (torchvision layout): downloads and decompressed copies."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "hptune" / "datasets"
+
+
+def search_roots(config: DataConfig) -> list[Path]:
+    """The folders looked in, in order (see the module docstring)."""
+    roots = [config.data_dir] if config.data_dir else []
+    if os.environ.get("HPTUNE_DATA_DIR"):
+        roots.append(Path(os.environ["HPTUNE_DATA_DIR"]))
+    roots += [Path("data"), cache_root()]
+    return roots
+
+
+def locate(config: DataConfig) -> Path:
+    """Return a torchvision root holding the data set, preparing or downloading it if needed."""
+    spec = lookup(DATASETS, config.dataset, "dataset")
+    looked = []
+    for root in search_roots(config):
+        if _has_files(root / spec.torchvision_class / "raw", compressed=False):
+            return root
+        looked.append(root / spec.torchvision_class / "raw")
+        flat = root / spec.folder
+        if _has_files(flat, compressed=None):
+            return _decompress_into_cache(flat, spec)
+        looked.append(flat)
+    debian = Path("/usr/share/datasets") / spec.folder
+    if _has_files(debian, compressed=None):
+        return _decompress_into_cache(debian, spec)
+    looked.append(debian)
+    if config.download:
+        return _download(spec)
+    raise DataError(_missing_message(spec, looked))
+
+
+def _has_files(folder: Path, compressed: bool | None) -> bool:
+    """All four IDX files present; ``compressed=None`` accepts each gzipped or not."""
+    suffixes = {False: ("",), True: (".gz",), None: ("", ".gz")}[compressed]
+    return all(any((folder / f"{name}{s}").is_file() for s in suffixes) for name in IDX_FILES)
+
+
+def _decompress_into_cache(folder: Path, spec: DatasetSpec) -> Path:
+    raw = cache_root() / spec.torchvision_class / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in IDX_FILES:
+        source = folder / name if (folder / name).is_file() else folder / f"{name}.gz"
+        target = raw / name
+        if target.is_file() and target.stat().st_mtime >= source.stat().st_mtime:
+            continue
+        partial = raw / f"{name}.partial"
+        opener = gzip.open if source.suffix == ".gz" else open
+        try:
+            with opener(source, "rb") as src, open(partial, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        except (OSError, EOFError) as exc:
+            partial.unlink(missing_ok=True)
+            raise DataError(f"cannot read {source}: {exc}") from None
+        partial.replace(target)  # atomic: a half-written file is never taken for data
+    return cache_root()
+
+
+def _download(spec: DatasetSpec) -> Path:
+    import torchvision.datasets
+
+    dataset_class = getattr(torchvision.datasets, spec.torchvision_class)
+    root = cache_root()
+    try:
+        for train in (True, False):
+            dataset_class(root=str(root), train=train, download=True)
+    except Exception as exc:  # torchvision raises RuntimeError/URLError/OSError by mirror
+        raise DataError(f"downloading {spec.title} into {root} failed: {exc}") from None
+    return root
+
+
+def _missing_message(spec: DatasetSpec, looked: list[Path]) -> list[str]:
+    lines = [f"{spec.title} was not found; looked in: {', '.join(map(str, looked))}"]
+    if spec.debian_package:
+        lines.append(f"on Debian/Ubuntu: sudo apt-get install {spec.debian_package}")
+    lines.append(
+        f"or put the four IDX files ({', '.join(IDX_FILES)}, .gz or not) in "
+        f"$HPTUNE_DATA_DIR/{spec.folder}/, or allow a download: --set data.download=true"
+    )
+    return lines
+
+
+def _read(root: Path, spec: DatasetSpec, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    import torchvision.datasets
+
+    dataset_class = getattr(torchvision.datasets, spec.torchvision_class)
+    try:
+        dataset = dataset_class(root=str(root), train=train, download=False)
+    except (RuntimeError, OSError, ValueError, AssertionError) as exc:
+        raise DataError(f"cannot read {spec.title} from {root}: {exc}") from None
+    return dataset.data, dataset.targets
+
+
+def load(config: DataConfig, device: torch.device) -> Splits:
+    """Load train/validation/test splits as normalized tensors on ``device``.
+
+    ``train_subset``/``test_subset`` keep the first N images; the validation split is a seeded
+    ``random_split`` of the (subset) training images, or the test set with ``validation: test``.
+    """
+    spec = lookup(DATASETS, config.dataset, "dataset")
+    root = locate(config)
+    train_images, train_labels = _read(root, spec, train=True)
+    test_images, test_labels = _read(root, spec, train=False)
+    train_images, train_labels = (
+        train_images[: config.train_subset],
+        train_labels[: config.train_subset],
+    )
+    test_images, test_labels = test_images[: config.test_subset], test_labels[: config.test_subset]
+
+    import torchvision.datasets
+
+    classes = list(getattr(torchvision.datasets, spec.torchvision_class).classes)
+    test_x, test_y = _to_device(test_images, config, device), test_labels.to(device)
+    if config.validation == "test":
+        train_x, train_y = _to_device(train_images, config, device), train_labels.to(device)
+        return Splits(train_x, train_y, test_x, test_y, test_x, test_y, classes, val_is_test=True)
+
+    n_val = round(len(train_images) * config.val_fraction)
+    if not 0 < n_val < len(train_images):
+        raise DataError(
+            f"val_fraction={config.val_fraction} of {len(train_images)} training images leaves "
+            "an empty split; raise data.train_subset or change data.val_fraction"
+        )
+    generator = torch.Generator().manual_seed(config.seed)
+    # random_split over indices: the same 54k/6k partition experiment B drew with seed 42.
+    parts: list[torch.utils.data.Subset[int]] = torch.utils.data.random_split(
+        range(len(train_images)),  # type: ignore[arg-type]
+        [len(train_images) - n_val, n_val],
+        generator=generator,
+    )
+    train_index, val_index = (torch.tensor(part.indices) for part in parts)
+    return Splits(
+        train_x=_to_device(train_images[train_index], config, device),
+        train_y=train_labels[train_index].to(device),
+        val_x=_to_device(train_images[val_index], config, device),
+        val_y=train_labels[val_index].to(device),
+        test_x=test_x,
+        test_y=test_y,
+        classes=classes,
+        val_is_test=False,
+    )
+
+
+def _to_device(images: torch.Tensor, config: DataConfig, device: torch.device) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) in [0, 1] or [-1, 1], converted on the device."""
+    x = images.to(device).unsqueeze(1).float().div_(255.0)
+    if config.normalize == "minus_one_one":
+        x.sub_(0.5).div_(0.5)  # torchvision's Normalize((0.5,), (0.5,)) as the seeds used it
+    return x

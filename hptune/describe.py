@@ -1,0 +1,102 @@
+"""Text for the terminal: a study file's description and a finished run's summary."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hptune import space
+from hptune.config import StudyConfig
+
+if TYPE_CHECKING:
+    from hptune.study import StudyResult
+
+
+def describe_study(config: StudyConfig) -> str:
+    """What ``hptune validate`` prints: the study, its fixed settings and its search space."""
+    from hptune.samplers import build_pruner, build_sampler, grid_size
+
+    build_sampler(config), build_pruner(config)  # their constructors check the options
+    model, train = config.model, config.train
+    lines = [
+        f"study: {config.name}" + (f"  ({config.source})" if config.source else ""),
+        f"objective: {config.objective.resolved_direction} {config.objective.metric}",
+        f"sampler: {config.sampler.name} (seed {config.sampler.seed})   "
+        f"pruner: {config.pruner.name}",
+        f"trials per run: {config.n_trials}"
+        + (f", timeout {config.timeout:g} s" if config.timeout else ""),
+        f"data: {config.data.dataset}, normalize {config.data.normalize}, validation "
+        + (
+            "on the test set"
+            if config.data.validation == "test"
+            else f"split {config.data.val_fraction:g} (seed {config.data.seed})"
+        )
+        + (f", train_subset {config.data.train_subset}" if config.data.train_subset else "")
+        + (f", test_subset {config.data.test_subset}" if config.data.test_subset else ""),
+        f"model: {model.family}",
+        f"train: epochs {train.epochs}, device {train.device}, seed {train.seed}"
+        + ("" if train.seed_per_trial else " (same for every trial)"),
+        "fixed:",
+    ]
+    searched = set(config.search_space)
+    fixed = {
+        "activation": model.activation,
+        "optimizer": train.optimizer,
+        "lr": train.lr,
+        "batch_size": train.batch_size,
+        "scheduler": train.scheduler,
+    }
+    if model.family == "mlp" and not searched & {"width", "depth"}:
+        fixed |= {"hidden_sizes": "-".join(map(str, model.layer_sizes)), "dropout": model.dropout}
+    lines += [f"  {k:<13}{v}" for k, v in fixed.items() if k not in searched]
+    lines.append("search space:" if searched else "search space: (none)")
+    lines += [f"  {name:<13}{space.describe(p)}" for name, p in config.search_space.items()]
+    if config.sampler.name == "grid":
+        lines.append(f"configurations: {grid_size(config)}")
+    return "\n".join(lines)
+
+
+def summarize_result(result: StudyResult, study_file: Path, study_name: str | None) -> str:
+    """The lines printed after ``hptune optimize``: best trial, where the runs are, what next."""
+    import optuna
+
+    trials = result.study.get_trials(deepcopy=False)
+    states = {state: 0 for state in optuna.trial.TrialState}
+    for trial in trials:
+        states[trial.state] += 1
+    lines = [
+        f"study {result.study.study_name}: {len(trials)} trials "
+        f"({states[optuna.trial.TrialState.COMPLETE]} complete, "
+        f"{states[optuna.trial.TrialState.PRUNED]} pruned, "
+        f"{states[optuna.trial.TrialState.FAIL]} failed)",
+    ]
+    if result.completed:
+        best = result.study.best_trial
+        params = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()
+        )
+        lines.append(
+            f"best: trial {best.number}, value {best.value:.4f}"
+            + (f" ({params})" if params else "")
+        )
+    else:
+        lines.append("best: no complete trial yet")
+    lines.append(f"optuna storage: {result.storage}")
+    lines.append(f"mlflow: experiment {result.experiment!r} in {result.tracking_uri}")
+    lines.append(f"compare runs: {mlflow_ui_command(result.tracking_uri)}")
+    again = f"hptune optimize {shlex.quote(str(study_file))}"
+    if study_name:
+        again += f" --study-name {shlex.quote(study_name)}"
+    lines.append(f"continue: {again}")
+    return "\n".join(lines)
+
+
+def mlflow_ui_command(tracking_uri: str) -> str:
+    """The ``mlflow ui`` line that shows these runs."""
+    default = f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    if tracking_uri == default:
+        return "mlflow ui   (in this folder), then open http://127.0.0.1:5000"
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri}"
+    return f"mlflow ui --backend-store-uri {shlex.quote(tracking_uri)}"

@@ -1,0 +1,85 @@
+"""Model families and hidden activations. Plain torch: no Optuna, no MLflow here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from hptune.config import ModelConfig
+from hptune.registry import lookup
+
+
+class Exponential(nn.Module):
+    """exp(x), Keras' "exponential" activation; expected to overflow in deep nets, as it did."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(x)
+
+
+# Hidden-layer activations. leaky_relu uses slope 0.1 as the seed experiments did; hard_sigmoid
+# is relu6(x + 3) / 6 (Keras 3 and torch agree); softmax normalizes over features / channels.
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.1),
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "softplus": nn.Softplus,
+    "softsign": nn.Softsign,
+    "hard_sigmoid": nn.Hardsigmoid,
+    "linear": nn.Identity,
+    "exponential": Exponential,
+    "softmax": lambda: nn.Softmax(dim=1),
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """A fresh activation module by registry name."""
+    return lookup(ACTIVATIONS, name, "activation")()
+
+
+def build_mlp(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """Flatten, then ``Linear -> activation [-> Dropout]`` per hidden size, then a linear head."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width_in = int(torch.Size(input_shape).numel())
+    for width in config.layer_sizes:
+        layers += [nn.Linear(width_in, width), make_activation(config.activation)]
+        if config.dropout:
+            layers.append(nn.Dropout(config.dropout))
+        width_in = width
+    layers.append(nn.Linear(width_in, n_classes))
+    return nn.Sequential(*layers)
+
+
+def build_cnn(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """Experiment A's "FlexibleCNN": two 3x3 convs (32, 64), max-pool, dropouts 0.25 / 0.5."""
+    channels, height, width = input_shape
+    flat = 64 * ((height - 4) // 2) * ((width - 4) // 2)  # 9216 for 28x28
+    return nn.Sequential(
+        nn.Conv2d(channels, 32, 3),
+        make_activation(config.activation),
+        nn.Conv2d(32, 64, 3),
+        make_activation(config.activation),
+        nn.MaxPool2d(2),
+        nn.Dropout(0.25),
+        nn.Flatten(),
+        nn.Linear(flat, 128),
+        make_activation(config.activation),
+        nn.Dropout(0.5),
+        nn.Linear(128, n_classes),
+    )
+
+
+# The head emits logits; training applies cross-entropy (= log-softmax + NLL, as the seeds did).
+MODELS: dict[str, Callable[[ModelConfig, tuple[int, ...], int], nn.Module]] = {
+    "mlp": build_mlp,
+    "cnn": build_cnn,
+}
+
+
+def build_model(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """Build the configured family for inputs of ``input_shape`` (C, H, W)."""
+    return lookup(MODELS, config.family, "model family")(config, input_shape, n_classes)

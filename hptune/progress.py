@@ -1,0 +1,41 @@
+"""Progress on the terminal: one bar for the study's trials, one for the running trial's epochs.
+
+Bars go to stderr and switch themselves off when stderr is not a terminal (tests, CI logs).
+"""
+
+from __future__ import annotations
+
+from tqdm.auto import tqdm
+
+
+class Progress:
+    def __init__(self, n_trials: int | None, epochs: int) -> None:
+        self.epochs = epochs
+        self.study_bar = tqdm(total=n_trials, desc="trials", unit="trial", disable=None)
+        self.trial_bar: tqdm | None = None
+
+    def trial_started(self, number: int, epochs: int) -> None:
+        self.trial_bar = tqdm(
+            total=epochs, desc=f"trial {number}", unit="epoch", leave=False, disable=None
+        )
+
+    def epoch(self, metrics: dict[str, float]) -> None:
+        if self.trial_bar is not None:
+            self.trial_bar.set_postfix(
+                {k: f"{v:.4g}" for k, v in metrics.items() if k.startswith(("train/", "val/"))},
+                refresh=False,
+            )
+            self.trial_bar.update()
+
+    def trial_ended(self, best: float | None) -> None:
+        if self.trial_bar is not None:
+            self.trial_bar.close()
+            self.trial_bar = None
+        if best is not None:
+            self.study_bar.set_postfix(best=f"{best:.4g}", refresh=False)
+        self.study_bar.update()
+
+    def close(self) -> None:
+        if self.trial_bar is not None:
+            self.trial_bar.close()
+        self.study_bar.close()

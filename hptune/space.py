@@ -1,0 +1,55 @@
+"""The search space: YAML entries mapped one-to-one onto Optuna's public ``trial.suggest_*``."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from hptune.config import CategoricalParam, Choice, FloatParam, IntParam, Param, StudyConfig
+
+if TYPE_CHECKING:
+    import optuna
+
+
+def suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict[str, Choice | None]:
+    """Ask the trial for every parameter of the space, in file order."""
+    params: dict[str, Choice | None] = {}
+    for name, param in space.items():
+        if isinstance(param, CategoricalParam):
+            params[name] = trial.suggest_categorical(name, param.choices)
+        elif isinstance(param, IntParam):
+            params[name] = trial.suggest_int(
+                name, param.low, param.high, step=param.step, log=param.log
+            )
+        else:
+            params[name] = trial.suggest_float(
+                name, param.low, param.high, step=param.step, log=param.log
+            )
+    return params
+
+
+def describe(param: Param) -> str:
+    """One human line for a parameter: its kind and range or choices."""
+    if isinstance(param, CategoricalParam):
+        return f"categorical  {', '.join(map(str, param.choices))}"
+    kind = "int" if isinstance(param, IntParam) else "float"
+    text = f"{kind:<11}  [{param.low:g}, {param.high:g}]"
+    if param.log:
+        text += " log"
+    if isinstance(param, IntParam) and param.step != 1:
+        text += f" step {param.step}"
+    if isinstance(param, FloatParam) and param.step is not None:
+        text += f" step {param.step:g}"
+    return text
+
+
+def fingerprint(config: StudyConfig) -> str:
+    """A stable text of what makes stored trials comparable: the space and the objective."""
+    return json.dumps(
+        {
+            "search_space": {k: v.model_dump() for k, v in config.search_space.items()},
+            "objective": config.objective.metric,
+            "direction": config.objective.resolved_direction,
+        },
+        sort_keys=True,
+    )

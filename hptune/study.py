@@ -1,0 +1,243 @@
+"""The study driver: wires data, models, training and tracking into an Optuna study.
+
+Each call of ``optimize`` runs ``n_trials`` more trials of the study named in the config; the
+study lives in persistent storage, so running the same command again continues it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+import torch
+
+from hptune import data, space
+from hptune.config import Choice, StudyConfig, TrainConfig
+from hptune.errors import HptuneError, StudyConflictError
+from hptune.models import build_model
+from hptune.progress import Progress
+from hptune.samplers import build_pruner, build_sampler
+from hptune.storage import open_storage, redact, storage_url
+from hptune.tracking import PARENT_RUN_ATTR, StudyTracker, TrialRun, resolve_tracking_uri
+from hptune.training import Diverged, EpochReport, seed_everything, train
+
+FINGERPRINT_ATTR = "hptune.fingerprint"
+RETRY_OF_ATTR = "hptune.retry_of"
+FAIL_REASON_ATTR = "fail_reason"
+
+# A trial ending in one of these is a recorded result (a FAILED trial), and the study goes on.
+TRIAL_FAILURES: tuple[type[Exception], ...] = (Diverged, torch.OutOfMemoryError)
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """What one ``optimize`` call leaves behind, for the summary."""
+
+    study: optuna.Study
+    storage: str
+    tracking_uri: str
+    experiment: str
+
+    @property
+    def completed(self) -> list[optuna.trial.FrozenTrial]:
+        return self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is a user error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise HptuneError(
+            "train.device=cuda but no CUDA device is available (torch.cuda.is_available() is "
+            "False); use --device cpu or auto"
+        )
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def trial_seed(config: TrainConfig, number: int) -> int:
+    """The trial's seed: derived from the study seed and trial number, or the study seed."""
+    if not config.seed_per_trial:
+        return config.seed
+    return int(np.random.SeedSequence([config.seed, number]).generate_state(1)[0])
+
+
+def logged_params(config: StudyConfig, seed: int, device: torch.device) -> dict[str, Choice]:
+    """Every hyperparameter of a resolved trial config under its stable name."""
+    model, train_config = config.model, config.train
+    params: dict[str, Choice] = {
+        "dataset": config.data.dataset,
+        "normalize": config.data.normalize,
+        "family": model.family,
+        "activation": model.activation,
+        "optimizer": train_config.optimizer,
+        "lr": train_config.lr,
+        "batch_size": train_config.batch_size,
+        "epochs": train_config.epochs,
+        "scheduler": train_config.scheduler,
+        "seed": seed,
+        "device": str(device),
+    }
+    if model.family == "mlp":
+        params.update(
+            width=model.width,
+            depth=len(model.layer_sizes),
+            hidden_sizes="-".join(map(str, model.layer_sizes)),
+            dropout=model.dropout,
+        )
+    if train_config.weight_decay is not None:
+        params["weight_decay"] = train_config.weight_decay
+    return params
+
+
+def open_study(config: StudyConfig) -> optuna.Study:
+    """Load the named study or create it; refuse one whose search space no longer fits."""
+    storage = open_storage(storage_url(config.storage))
+    sampler, pruner = build_sampler(config), build_pruner(config)
+    fingerprint = space.fingerprint(config)
+    try:
+        study = optuna.load_study(
+            study_name=config.name, storage=storage, sampler=sampler, pruner=pruner
+        )
+    except KeyError:
+        study = optuna.create_study(
+            study_name=config.name,
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner,
+            direction=config.objective.resolved_direction,  # type: ignore[arg-type]
+        )
+        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+        return study
+    if study.user_attrs.get(FINGERPRINT_ATTR) != fingerprint:
+        raise StudyConflictError(
+            f"study {config.name!r} in {redact(storage_url(config.storage))} was run with another "
+            "search space or objective; continue it with the old file, or start a new study "
+            "with --study-name NEW"
+        )
+    return study
+
+
+def optimize(config: StudyConfig) -> StudyResult:
+    """Run ``config.n_trials`` more trials (or until ``config.timeout``) of the study.
+
+    Raises:
+        HptuneError: missing data, absent CUDA, or a stored study that does not fit.
+    """
+    # Trial outcomes are shown by the progress bars and the summary, not by library logs.
+    optuna.logging.set_verbosity(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # Everything that can fail on the user's input runs before anything is written.
+    device = resolve_device(config.train.device)
+    splits = data.load(config.data, device)
+    build_sampler(config), build_pruner(config)
+
+    study = open_study(config)
+    tracker = StudyTracker(config.experiment_name, resolve_tracking_uri(config.tracking.uri))
+    parent = tracker.open_parent(
+        study.user_attrs.get(PARENT_RUN_ATTR),
+        config.name,
+        {
+            "hptune.sampler": config.sampler.name,
+            "hptune.pruner": config.pruner.name,
+            "hptune.storage": redact(storage_url(config.storage)),
+        },
+        config.source,
+    )
+    study.set_user_attr(PARENT_RUN_ATTR, parent)
+    progress = Progress(config.n_trials, config.train.epochs)
+    objective = _Objective(config, splits, device, tracker, parent, progress)
+    status = "FAILED"
+    try:
+        study.optimize(
+            objective, n_trials=config.n_trials, timeout=config.timeout, catch=TRIAL_FAILURES
+        )
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        progress.close()
+        tracker.close_parent(parent, status)
+    return StudyResult(
+        study, storage_url(config.storage), tracker.tracking_uri, config.experiment_name
+    )
+
+
+class _Objective:
+    """Trains one trial; logs it, reports each epoch to Optuna, and ends its run truthfully."""
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        splits: data.Splits,
+        device: torch.device,
+        tracker: StudyTracker,
+        parent_run_id: str,
+        progress: Progress,
+    ) -> None:
+        self.config = config
+        self.splits = splits
+        self.device = device
+        self.tracker = tracker
+        self.parent_run_id = parent_run_id
+        self.progress = progress
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params = space.suggest(trial, self.config.search_space)
+        trial_config = self.config.with_params(params)
+        seed = trial_seed(trial_config.train, trial.number)
+        run = self.tracker.start_trial(
+            self.parent_run_id,
+            self.config.name,
+            trial.number,
+            {"trial_number": trial.number, **logged_params(trial_config, seed, self.device)},
+        )
+        self.progress.trial_started(trial.number, trial_config.train.epochs)
+        try:
+            history = self._train(trial, trial_config, seed, run)
+        except optuna.TrialPruned as pruned:
+            run.finish("KILLED", {"hptune.state": "pruned", "hptune.pruned_at_epoch": str(pruned)})
+            raise
+        except TRIAL_FAILURES as failure:
+            trial.set_user_attr(FAIL_REASON_ATTR, str(failure))
+            run.finish("FAILED", {"hptune.state": "failed", "hptune.fail_reason": str(failure)})
+            raise
+        except KeyboardInterrupt:
+            # Optuna records the trial as FAIL; queue its parameters so a rerun repeats it.
+            trial.study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: trial.number})
+            run.finish("KILLED", {"hptune.state": "interrupted"})
+            raise
+        except BaseException as error:
+            run.finish("FAILED", {"hptune.state": "failed", "hptune.fail_reason": repr(error)})
+            raise
+        finally:
+            self.progress.trial_ended(self._best_value(trial.study))
+        run.finish("FINISHED", {"hptune.state": "complete"})
+        return history[-1].metrics[self.config.objective.metric]
+
+    def _train(
+        self, trial: optuna.Trial, config: StudyConfig, seed: int, run: TrialRun
+    ) -> list[EpochReport]:
+        seed_everything(seed)
+        model = build_model(config.model, self.splits.input_shape, len(self.splits.classes))
+        model.to(self.device)
+        metric = self.config.objective.metric
+
+        def on_epoch(report: EpochReport) -> None:
+            run.log_epoch(report.epoch, report.metrics)
+            self.progress.epoch(report.metrics)
+            trial.report(report.metrics[metric], report.epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(str(report.epoch))
+
+        return train(model, self.splits, config.train, seed, on_epoch)
+
+    @staticmethod
+    def _best_value(study: optuna.Study) -> float | None:
+        try:
+            return study.best_value
+        except ValueError:  # no complete trial yet
+            return None

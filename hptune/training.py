@@ -1,0 +1,179 @@
+"""Training as a plain function: a model, device-resident data, settings, and a per-epoch callback.
+
+Nothing here knows Optuna or MLflow. The hot loop never syncs with the host: losses and correct
+counts accumulate on the device and are read once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hptune.config import TrainConfig
+from hptune.data import Splits
+from hptune.metrics import macro_f1
+from hptune.registry import lookup
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+
+# Constructors take (params, lr=..., [weight_decay=...]); an unset weight decay keeps each
+# optimizer's own default (AdamW's 0.01 differs from the others' 0).
+OPTIMIZERS: dict[str, OptimizerFactory] = {
+    "sgd": torch.optim.SGD,
+    "sgd_momentum": partial(torch.optim.SGD, momentum=0.9),
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "nadam": torch.optim.NAdam,
+    "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch.optim.Adagrad,
+    "adadelta": torch.optim.Adadelta,
+}
+
+SchedulerFactory = Callable[[torch.optim.Optimizer, int], Any]
+
+# Stepped once per epoch; the factory gets the optimizer and the number of epochs (experiment B).
+SCHEDULERS: dict[str, SchedulerFactory] = {
+    "none": lambda optimizer, epochs: None,
+    "step": lambda optimizer, epochs: torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=max(1, epochs // 3), gamma=0.1
+    ),
+    "cosine": lambda optimizer, epochs: torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=epochs
+    ),
+    "exponential": lambda optimizer, epochs: torch.optim.lr_scheduler.ExponentialLR(
+        optimizer, gamma=0.9
+    ),
+}
+
+EVAL_BATCH_SIZE = 2048
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite: a result to record (a failed trial), not a crash."""
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """One epoch's numbers under the stable metric keys (``train/loss``, ``val/accuracy``, ...)."""
+
+    epoch: int
+    metrics: dict[str, float]
+
+
+EpochCallback = Callable[[EpochReport], None]
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The configured optimizer over the model's parameters."""
+    factory = lookup(OPTIMIZERS, config.optimizer, "optimizer")
+    extra = {} if config.weight_decay is None else {"weight_decay": config.weight_decay}
+    return factory(model.parameters(), lr=config.lr, **extra)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's CPU and CUDA generators (model initialization, dropout)."""
+    torch.manual_seed(seed)
+
+
+def train(
+    model: nn.Module,
+    splits: Splits,
+    config: TrainConfig,
+    seed: int,
+    on_epoch: EpochCallback | None = None,
+) -> list[EpochReport]:
+    """Train ``model`` in place for ``config.epochs`` epochs and return every epoch's report.
+
+    ``on_epoch`` is called after each epoch and may raise (e.g. to prune) to stop training.
+
+    Raises:
+        Diverged: the training or validation loss stopped being finite.
+    """
+    device = splits.train_x.device
+    optimizer = make_optimizer(model, config)
+    scheduler = lookup(SCHEDULERS, config.scheduler, "scheduler")(optimizer, config.epochs)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    val_labels = splits.val_y.cpu().numpy()
+    history = []
+    for epoch in range(1, config.epochs + 1):
+        started = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, train_correct = train_epoch(
+            model, optimizer, splits.train_x, splits.train_y, config.batch_size, generator
+        )
+        val_loss, val_predictions = evaluate(model, splits.val_x, splits.val_y)
+        val_correct = (val_predictions == splits.val_y).sum()
+        # The one host sync of the epoch.
+        numbers = torch.stack([train_loss, train_correct, val_loss, val_correct]).tolist()
+        predictions = val_predictions.cpu().numpy()
+        if scheduler is not None:
+            scheduler.step()
+        report = EpochReport(
+            epoch,
+            {
+                "train/loss": numbers[0],
+                "train/accuracy": numbers[1] / len(splits.train_y),
+                "val/loss": numbers[2],
+                "val/accuracy": numbers[3] / len(splits.val_y),
+                "val/f1_macro": macro_f1(val_labels, predictions, len(splits.classes)),
+                "lr": lr,
+                "time/epoch_s": time.perf_counter() - started,
+            },
+        )
+        if not (math.isfinite(numbers[0]) and math.isfinite(numbers[2])):
+            raise Diverged(
+                f"loss is not finite at epoch {epoch} (train {numbers[0]}, val {numbers[2]})"
+            )
+        history.append(report)
+        if on_epoch is not None:
+            on_epoch(report)
+    return history
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One shuffled pass; returns (mean batch loss, correct count) as device tensors."""
+    model.train()
+    order = torch.randperm(len(x), device=x.device, generator=generator)
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    for start in range(0, len(x), batch_size):
+        index = order[start : start + batch_size]
+        inputs, targets = x[index], y[index]
+        logits = model(inputs)
+        loss = F.cross_entropy(logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(index)
+        correct += (logits.detach().argmax(dim=1) == targets).sum()
+    return loss_sum / len(x), correct
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy and predicted classes over ``x`` in large batches (eval mode)."""
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    predictions = []
+    for start in range(0, len(x), batch_size):
+        logits = model(x[start : start + batch_size])
+        loss_sum += F.cross_entropy(logits, y[start : start + batch_size], reduction="sum")
+        predictions.append(logits.argmax(dim=1))
+    return loss_sum / len(x), torch.cat(predictions)

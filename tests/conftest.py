@@ -1,0 +1,81 @@
+"""Shared fixtures: an isolated working folder per test, small IDX data sets, real Fashion-MNIST."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hptune.data import IDX_FILES
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test runs in its own folder: its own mlruns/, mlflow.db and data cache."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("HPTUNE_DATA_DIR", raising=False)
+    return tmp_path
+
+
+def write_idx(
+    folder: Path, n_train: int = 200, n_test: int = 100, gz: bool = False, seed: int = 0
+) -> Path:
+    """Write the four IDX files of a small, learnable 28x28 10-class data set into ``folder``.
+
+    Each class lights up its own horizontal band of pixels, plus noise.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
+        for i, label in enumerate(labels):
+            images[i, 2 + 2 * label : 4 + 2 * label, :] = 255
+        files = {
+            f"{prefix}-images-idx3-ubyte": struct.pack(">IIII", 0x803, n, 28, 28)
+            + images.tobytes(),
+            f"{prefix}-labels-idx1-ubyte": struct.pack(">II", 0x801, n) + labels.tobytes(),
+        }
+        for name, payload in files.items():
+            if gz:
+                with gzip.open(folder / f"{name}.gz", "wb") as f:
+                    f.write(payload)
+            else:
+                (folder / name).write_bytes(payload)
+    assert sorted(p.name.removesuffix(".gz") for p in folder.iterdir()) == sorted(IDX_FILES)
+    return folder
+
+
+@pytest.fixture
+def mnist_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Small MNIST-shaped IDX files under $HPTUNE_DATA_DIR/mnist/ (gzipped, as distributed)."""
+    root = tmp_path / "datasets"
+    write_idx(root / "mnist", gz=True)
+    monkeypatch.setenv("HPTUNE_DATA_DIR", str(root))
+    return root
+
+
+@pytest.fixture
+def fashion_mnist() -> Path:
+    """The real Fashion-MNIST from Debian's package; CI installs it, so there it must exist."""
+    if not DEBIAN_FASHION.is_dir():
+        message = "needs Debian's dataset-fashion-mnist (make data)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return DEBIAN_FASHION
+
+
+def study_yaml(path: Path, text: str) -> Path:
+    """Write a study file and return its path."""
+    path.write_text(text)
+    return path
