@@ -30,7 +30,7 @@ SCHEDULERS = ("none", "step", "cosine", "exponential")
 MODELS = ("mlp", "cnn")
 DATASETS = ("fashion_mnist", "mnist")
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp", "grid")
-PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
+PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "threshold", "none")
 # Per-epoch metric keys; stable, documented in the README, because users chart them.
 METRICS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "val/f1_macro")
 

@@ -7,6 +7,7 @@ study lives in persistent storage, so running the same command again continues i
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,7 @@ from hptune.training import Diverged, EpochReport, seed_everything, train
 FINGERPRINT_ATTR = "hptune.fingerprint"
 RETRY_OF_ATTR = "hptune.retry_of"
 FAIL_REASON_ATTR = "fail_reason"
+RUN_ID_ATTR = "hptune.mlflow_run_id"
 
 # A trial ending in one of these is a recorded result (a FAILED trial), and the study goes on.
 TRIAL_FAILURES: tuple[type[Exception], ...] = (Diverged, torch.OutOfMemoryError)
@@ -147,6 +149,7 @@ def optimize(config: StudyConfig) -> StudyResult:
         config.source,
     )
     study.set_user_attr(PARENT_RUN_ATTR, parent)
+    _close_dead_trials(study, tracker)
     progress = Progress(config.n_trials, config.train.epochs)
     objective = _Objective(config, splits, device, tracker, parent, progress)
     status = "FAILED"
@@ -164,6 +167,18 @@ def optimize(config: StudyConfig) -> StudyResult:
     return StudyResult(
         study, storage_url(config.storage), tracker.tracking_uri, config.experiment_name
     )
+
+
+def _close_dead_trials(study: optuna.Study, tracker: StudyTracker) -> None:
+    """Fail trials whose process died (stale heartbeat; Optuna queues them again) and end
+    their MLflow runs, so that no run stays RUNNING after its process is gone."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        if run_id is not None:
+            tracker.close_orphan(run_id, "the process running this trial died")
 
 
 class _Objective:
@@ -195,6 +210,7 @@ class _Objective:
             trial.number,
             {"trial_number": trial.number, **logged_params(trial_config, seed, self.device)},
         )
+        trial.set_user_attr(RUN_ID_ATTR, run.run_id)
         self.progress.trial_started(trial.number, trial_config.train.epochs)
         try:
             history = self._train(trial, trial_config, seed, run)

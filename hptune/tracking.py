@@ -61,6 +61,15 @@ class StudyTracker:
     def close_parent(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 
+    def close_orphan(self, run_id: str, reason: str) -> bool:
+        """Mark a run left RUNNING by a dead process as FAILED; False if it had ended."""
+        if self.client.get_run(run_id).info.status != "RUNNING":
+            return False
+        TrialRun(self.client, run_id).finish(
+            "FAILED", {"hptune.state": "failed", "hptune.fail_reason": reason}
+        )
+        return True
+
     def start_trial(
         self, parent_run_id: str, study_name: str, number: int, params: Mapping[str, Any]
     ) -> TrialRun:

@@ -1,0 +1,91 @@
+"""The real ``hptune`` command: exit codes, messages on stderr, an end-to-end study."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+from hptune.cli import main
+from tests.conftest import study_yaml
+
+STUDIES = Path(__file__).parents[1] / "studies"
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_validate_prints_the_space_without_data_or_stores(tmp_path: Path) -> None:
+    code, out, err = invoke("validate", str(STUDIES / "fashion.yaml"))
+    assert code == 0, err
+    # Every searched parameter with its range or choices, on stdout.
+    for line in (
+        "lr           float        [0.0001, 0.01] log",
+        "width        int          [64, 512] step 64",
+    ):
+        assert line in out
+    # Validation touched neither Optuna's nor MLflow's store.
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_bad_study_file_is_exit_2_one_line_per_problem(tmp_path: Path) -> None:
+    path = study_yaml(tmp_path / "bad.yaml", "name: x\ntrain: {epochs: 0, optimizer: lion}\n")
+    code, _, err = invoke("validate", str(path))
+    # A user error: exit code 2, one "error:" line per problem, no traceback.
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"error: {path}: train.") for line in lines)
+    assert "Traceback" not in err
+
+
+def test_missing_data_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None:
+    path = study_yaml(tmp_path / "s.yaml", "name: s\ndata: {dataset: mnist}\n")
+    code, _, err = invoke("optimize", str(path), "--n-trials", "1")
+    assert code == 2
+    assert "error: MNIST was not found" in err and "--set data.download=true" in err
+    # Nothing was written to either store.
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_requested_but_absent(tmp_path: Path) -> None:
+    path = study_yaml(tmp_path / "s.yaml", "name: s\n")
+    code, _, err = invoke("optimize", str(path), "--device", "cuda")
+    assert code == 2 and "no CUDA device is available" in err
+
+
+def test_python_m_hptune_help() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hptune", "--help"], capture_output=True, text=True, check=False
+    )
+    # `python -m hptune` is the same command (used on the GPU machine).
+    assert result.returncode == 0 and "optimize" in result.stdout and "validate" in result.stdout
+
+
+def test_end_to_end_flagship_study_on_real_images(tmp_path: Path, fashion_mnist: Path) -> None:
+    args = ["optimize", str(STUDIES / "fashion.yaml"), "--n-trials", "3"]
+    args += ["--set", "train.epochs=2", "--set", "data.train_subset=3000"]
+    code, out, err = invoke(*args, "--device", "cpu")
+    assert code == 0, err
+    # The summary names the best trial, where runs are, and how to look at them.
+    assert "study fashion: 3 trials" in out
+    assert "best: trial" in out and "mlflow ui" in out
+    client = MlflowClient()
+    (experiment,) = [e for e in client.search_experiments() if e.name == "fashion"]
+    trial_runs = client.search_runs([experiment.experiment_id], "tags.`hptune.role` = 'trial'")
+    assert len(trial_runs) == 3
+    best = max(float(r.data.metrics.get("val/accuracy", 0)) for r in trial_runs)
+    # Two epochs on 2,700 real images already beat chance (10%) by far.
+    assert best > 0.6
+    # Running the same command again continues the study.
+    code, out, _ = invoke(*args, "--device", "cpu")
+    assert code == 0 and "study fashion: 6 trials" in out

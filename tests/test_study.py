@@ -1,0 +1,195 @@
+"""The study driver: resume by rerun, truthful trial states, conflicts, dead processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from hptune import storage, study
+from hptune.config import StudyConfig, load_study_file
+from hptune.errors import StudyConflictError
+from tests.conftest import study_yaml
+
+SMALL = """name: small
+n_trials: 2
+data: {dataset: mnist, val_fraction: 0.2}
+model: {width: 16, depth: 1}
+train: {epochs: 2, batch_size: 32}
+pruner: {name: none}
+search_space:
+  lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}
+"""
+
+
+def small_study(tmp_path: Path, text: str = SMALL, overrides: tuple[str, ...] = ()) -> StudyConfig:
+    return load_study_file(study_yaml(tmp_path / "small.yaml", text), overrides)
+
+
+def runs(tracking: MlflowClient, role: str) -> list:
+    return tracking.search_runs(
+        [e.experiment_id for e in tracking.search_experiments()],
+        filter_string=f"tags.`hptune.role` = '{role}'",
+    )
+
+
+@pytest.fixture
+def tracking() -> MlflowClient:
+    return MlflowClient()  # MLflow's default store in the test's own folder
+
+
+def test_rerun_adds_n_trials_to_the_same_study(
+    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient
+) -> None:
+    study.optimize(small_study(tmp_path))
+    result = study.optimize(small_study(tmp_path))
+    # n_trials is per invocation: two runs of 2 give one study of 4 trials, numbered 0..3.
+    assert [t.number for t in result.study.trials] == [0, 1, 2, 3]
+    assert all(t.state == TrialState.COMPLETE for t in result.study.trials)
+    # One parent run for the study, one child run per trial, linked to it.
+    (parent,) = runs(tracking, "study")
+    children = runs(tracking, "trial")
+    assert len(children) == 4
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+
+
+def test_trial_run_holds_params_and_per_epoch_metrics(
+    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient
+) -> None:
+    result = study.optimize(small_study(tmp_path, overrides=("n_trials=1",)))
+    (child,) = runs(tracking, "trial")
+    trial = result.study.trials[0]
+    # Sampled and fixed hyperparameters under their stable names (MLflow keeps strings).
+    assert child.data.params["lr"] == str(trial.params["lr"])
+    assert child.data.params["hidden_sizes"] == "16"
+    assert child.data.params["trial_number"] == "0"
+    assert child.data.params["seed"] == str(study.trial_seed(small_study(tmp_path).train, 0))
+    history = tracking.get_metric_history(child.info.run_id, "val/accuracy")
+    # One value per epoch at step=epoch, matching what Optuna was told.
+    assert [m.step for m in history] == [1, 2]
+    assert [m.value for m in history] == [
+        trial.intermediate_values[1],
+        trial.intermediate_values[2],
+    ]
+    assert child.info.status == "FINISHED"
+
+
+def test_changed_search_space_is_refused_and_writes_nothing(
+    tmp_path: Path, mnist_dir: Path
+) -> None:
+    study.optimize(small_study(tmp_path, overrides=("n_trials=1",)))
+    changed = small_study(tmp_path, overrides=("search_space.lr.high=0.5",))
+    # A rerun whose space no longer fits the stored study suggests a new study name.
+    with pytest.raises(StudyConflictError, match="--study-name NEW"):
+        study.optimize(changed)
+    stored = optuna.load_study(study_name="small", storage=storage.DEFAULT_STORAGE)
+    assert len(stored.trials) == 1
+
+
+def test_diverging_trial_is_recorded_failed_and_the_study_goes_on(
+    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient
+) -> None:
+    text = (
+        SMALL.replace(
+            "  lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}",
+            "  lr: {type: categorical, choices: [1.0e+30, 0.01]}",
+        )
+        .replace("pruner: {name: none}", "pruner: {name: none}\nsampler: {name: grid}")
+        .replace("batch_size: 32}", "batch_size: 32, optimizer: sgd}")
+    )
+    result = study.optimize(small_study(tmp_path, text))
+    states = {t.params["lr"]: t.state for t in result.study.trials}
+    # lr=1e30 blows the loss up: a FAILED trial with its reason; lr=0.01 still completes.
+    assert states == {1e30: TrialState.FAIL, 0.01: TrialState.COMPLETE}
+    failed = next(t for t in result.study.trials if t.state == TrialState.FAIL)
+    assert "loss is not finite" in failed.user_attrs["fail_reason"]
+    (run,) = [r for r in runs(tracking, "trial") if r.info.status == "FAILED"]
+    assert "loss is not finite" in run.data.tags["hptune.fail_reason"]
+
+
+def test_pruned_trial_ends_killed_with_its_epoch_and_curves(
+    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient
+) -> None:
+    text = SMALL.replace(
+        "pruner: {name: none}", "pruner: {name: threshold, options: {lower: 1.01}}"
+    )
+    result = study.optimize(small_study(tmp_path, text, ("n_trials=1",)))
+    # No accuracy reaches 1.01, so the pruner stops the trial after its first epoch.
+    assert result.study.trials[0].state == TrialState.PRUNED
+    (run,) = runs(tracking, "trial")
+    assert run.info.status == "KILLED"
+    assert run.data.tags["hptune.pruned_at_epoch"] == "1"
+    # The curve up to the prune stays.
+    assert len(tracking.get_metric_history(run.info.run_id, "train/loss")) == 1
+
+
+def test_interrupted_trial_is_queued_again(
+    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupt(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(study, "train", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            study.optimize(small_study(tmp_path))
+    # Ctrl-C: the trial's run is KILLED (not left RUNNING), and so is the study's parent run.
+    assert {r.info.status for r in runs(tracking, "trial")} == {"KILLED"}
+    assert {r.info.status for r in runs(tracking, "study")} == {"KILLED"}
+    result = study.optimize(small_study(tmp_path, overrides=("n_trials=1",)))
+    first, again = result.study.trials
+    # The rerun repeats the interrupted parameters instead of losing them.
+    assert first.state == TrialState.FAIL and again.state == TrialState.COMPLETE
+    assert again.params == first.params
+    assert again.user_attrs[study.RETRY_OF_ATTR] == 0
+
+
+def running_trials(database: Path) -> int:
+    """Read-only peek at the worker's storage (creating tables here would race the worker)."""
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+            return connection.execute(
+                "SELECT count(*) FROM trials WHERE state='RUNNING'"
+            ).fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+def test_killed_process_trial_is_failed_and_rerun(
+    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = study_yaml(tmp_path / "small.yaml", SMALL.replace("epochs: 2", "epochs: 100000"))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "hptune", "optimize", str(path), "--n-trials", "1"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            if running_trials(Path("mlruns/optuna.db")):
+                break
+        else:
+            pytest.fail("the worker never started a trial")
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    monkeypatch.setattr(storage, "GRACE_PERIOD_S", 1)
+    time.sleep(1.5)
+    result = study.optimize(small_study(tmp_path, overrides=("n_trials=1",)))
+    dead, retried = result.study.trials
+    # The dead process's trial is failed, its parameters run again, and its run is closed.
+    assert dead.state == TrialState.FAIL and retried.state == TrialState.COMPLETE
+    assert retried.params == dead.params
+    statuses = {r.data.tags["hptune.trial"]: r.info.status for r in runs(tracking, "trial")}
+    assert statuses == {"0": "FAILED", "1": "FINISHED"}
