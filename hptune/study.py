@@ -17,12 +17,13 @@ import torch
 from hptune import data, space
 from hptune.config import Choice, StudyConfig, TrainConfig
 from hptune.errors import HptuneError, StudyConflictError
+from hptune.metrics import classification_details, curve_summary
 from hptune.models import build_model
 from hptune.progress import Progress
 from hptune.samplers import build_pruner, build_sampler
 from hptune.storage import open_storage, redact, storage_url
 from hptune.tracking import PARENT_RUN_ATTR, StudyTracker, TrialRun, resolve_tracking_uri
-from hptune.training import Diverged, EpochReport, seed_everything, train
+from hptune.training import Diverged, EpochReport, TrainResult, evaluate, seed_everything, train
 
 FINGERPRINT_ATTR = "hptune.fingerprint"
 RETRY_OF_ATTR = "hptune.retry_of"
@@ -31,6 +32,16 @@ RUN_ID_ATTR = "hptune.mlflow_run_id"
 
 # A trial ending in one of these is a recorded result (a FAILED trial), and the study goes on.
 TRIAL_FAILURES: tuple[type[Exception], ...] = (Diverged, torch.OutOfMemoryError)
+
+
+@dataclass(frozen=True)
+class _Best:
+    """The best complete trial this process trained, with its weights (on the CPU)."""
+
+    number: int
+    run_id: str
+    value: float
+    model: torch.nn.Module
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,29 @@ def logged_params(config: StudyConfig, seed: int, device: torch.device) -> dict[
     return params
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hptune")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _git_commit(config: StudyConfig) -> str | None:
+    """The commit of the repository holding the study file, when there is one."""
+    import subprocess
+
+    folder = config.source.parent if config.source else None
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
 def open_study(config: StudyConfig) -> optuna.Study:
     """Load the named study or create it; refuse one whose search space no longer fits."""
     storage = open_storage(storage_url(config.storage))
@@ -145,6 +179,8 @@ def optimize(config: StudyConfig) -> StudyResult:
             "hptune.sampler": config.sampler.name,
             "hptune.pruner": config.pruner.name,
             "hptune.storage": redact(storage_url(config.storage)),
+            "hptune.version": _version(),
+            **({"mlflow.source.git.commit": commit} if (commit := _git_commit(config)) else {}),
         },
         config.source,
     )
@@ -157,6 +193,7 @@ def optimize(config: StudyConfig) -> StudyResult:
         study.optimize(
             objective, n_trials=config.n_trials, timeout=config.timeout, catch=TRIAL_FAILURES
         )
+        _finish(study, config, splits, tracker, parent, objective.best)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -199,6 +236,8 @@ class _Objective:
         self.tracker = tracker
         self.parent_run_id = parent_run_id
         self.progress = progress
+        self.val_labels = splits.val_y.cpu().numpy()
+        self.best: _Best | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = space.suggest(trial, self.config.search_space)
@@ -213,7 +252,7 @@ class _Objective:
         trial.set_user_attr(RUN_ID_ATTR, run.run_id)
         self.progress.trial_started(trial.number, trial_config.train.epochs)
         try:
-            history = self._train(trial, trial_config, seed, run)
+            model, result = self._train(trial, trial_config, seed, run)
         except optuna.TrialPruned as pruned:
             run.finish("KILLED", {"hptune.state": "pruned", "hptune.pruned_at_epoch": str(pruned)})
             raise
@@ -231,12 +270,20 @@ class _Objective:
             raise
         finally:
             self.progress.trial_ended(self._best_value(trial.study))
+        value = result.history[-1].metrics[self.config.objective.metric]
+        validation = classification_details(
+            self.val_labels, result.val_predictions, self.splits.classes
+        )
+        history = [(report.epoch, report.metrics) for report in result.history]
+        run.log_outcome(curve_summary([m for _, m in history]), validation, history)
         run.finish("FINISHED", {"hptune.state": "complete"})
-        return history[-1].metrics[self.config.objective.metric]
+        if _improves(trial.study, value):
+            self.best = _Best(trial.number, run.run_id, value, model.cpu())
+        return value
 
     def _train(
         self, trial: optuna.Trial, config: StudyConfig, seed: int, run: TrialRun
-    ) -> list[EpochReport]:
+    ) -> tuple[torch.nn.Module, TrainResult]:
         seed_everything(seed)
         model = build_model(config.model, self.splits.input_shape, len(self.splits.classes))
         model.to(self.device)
@@ -249,7 +296,7 @@ class _Objective:
             if trial.should_prune():
                 raise optuna.TrialPruned(str(report.epoch))
 
-        return train(model, self.splits, config.train, seed, on_epoch)
+        return model, train(model, self.splits, config.train, seed, on_epoch)
 
     @staticmethod
     def _best_value(study: optuna.Study) -> float | None:
@@ -257,3 +304,40 @@ class _Objective:
             return study.best_value
         except ValueError:  # no complete trial yet
             return None
+
+
+def _improves(study: optuna.Study, value: float) -> bool:
+    """Whether ``value`` beats every complete trial of the study so far."""
+    try:
+        best = study.best_value
+    except ValueError:
+        return True
+    return value > best if study.direction == optuna.study.StudyDirection.MAXIMIZE else value < best
+
+
+def _finish(
+    study: optuna.Study,
+    config: StudyConfig,
+    splits: data.Splits,
+    tracker: StudyTracker,
+    parent: str,
+    best: _Best | None,
+) -> None:
+    """Record the study's best on the parent run; if this process trained it, log and register
+    its model and evaluate it once on the held-out test set."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        return
+    best_trial = study.best_trial
+    run_id = best_trial.user_attrs[RUN_ID_ATTR]
+    tracker.log_best(parent, study.best_value, best_trial.params, run_id, len(complete))
+    if best is None or best.number != best_trial.number:
+        return  # logged by the process that trained it
+    example = splits.test_x[:2].cpu().numpy()  # batch of 2: export keeps the batch dim dynamic
+    tracker.log_model(run_id, best.model, example, config.tracking.registered_model or config.name)
+    model = best.model.to(splits.test_x.device)
+    _, predictions = evaluate(model, splits.test_x, splits.test_y)
+    test = classification_details(
+        splits.test_y.cpu().numpy(), predictions.cpu().numpy(), splits.classes
+    )
+    tracker.log_test_evaluation(parent, test)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+
+from hptune.plots import confusion_matrix_figure
 
 PARENT_RUN_ATTR = "hptune.mlflow_parent_run_id"  # kept in the Optuna study's user attributes
 
@@ -70,6 +72,47 @@ class StudyTracker:
         )
         return True
 
+    def log_best(
+        self, parent_run_id: str, value: float, params: Mapping[str, Any], run_id: str, step: int
+    ) -> None:
+        """The study's best so far on its parent run: metric, params (as tags), its run id."""
+        tags = [RunTag("best_trial_run_id", run_id)]
+        tags += [RunTag(f"best_params.{k}", str(v)) for k, v in params.items()]
+        metric = Metric("best_value", value, int(time.time() * 1000), step)
+        self.client.log_batch(parent_run_id, metrics=[metric], tags=tags)
+
+    def log_model(self, run_id: str, model: Any, input_example: Any, registered_name: str) -> str:
+        """Log a CPU, eval-mode torch model on ``run_id`` and register it; return its URI."""
+        import mlflow
+        import mlflow.pytorch
+        import torch
+
+        # log_model is fluent-only: point the global URI at this store, and put it back after
+        # (set_tracking_uri also writes MLFLOW_TRACKING_URI into the environment).
+        previous = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            with mlflow.start_run(run_id=run_id):
+                info = mlflow.pytorch.log_model(
+                    model.cpu().eval(),
+                    name="model",
+                    input_example=input_example,
+                    # Naming the requirement skips MLflow's ~10 s inference of it.
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                    registered_model_name=registered_name,
+                )
+        finally:
+            mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None unsets it
+        return str(info.model_uri)
+
+    def log_test_evaluation(self, parent_run_id: str, test: Mapping[str, Any]) -> None:
+        """The best model's one evaluation on the held-out test set, on the parent run."""
+        now = int(time.time() * 1000)
+        keys = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
+        metrics = [Metric(f"test/{k}", test[k], now, 0) for k in keys]
+        self.client.log_batch(parent_run_id, metrics=metrics)
+        log_classification(self.client, parent_run_id, test, "test_", "test set")
+
     def start_trial(
         self, parent_run_id: str, study_name: str, number: int, params: Mapping[str, Any]
     ) -> TrialRun:
@@ -103,8 +146,39 @@ class TrialRun:
             self.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items()]
         )
 
+    def log_outcome(
+        self,
+        summary: Mapping[str, float],
+        validation: Mapping[str, Any],
+        history: Sequence[tuple[int, Mapping[str, float]]],
+    ) -> None:
+        """A complete trial's summary numbers, confusion matrix, per-class scores and log."""
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"summary/{k}", v, now, 0) for k, v in summary.items()]
+        for key in ("precision_macro", "recall_macro"):
+            metrics.append(Metric(f"val/{key}", validation[key], now, history[-1][0]))
+        self.client.log_batch(self.run_id, metrics=metrics)
+        log_classification(self.client, self.run_id, validation, "", "validation")
+        self.client.log_dict(
+            self.run_id,
+            {"summary": dict(summary), "epochs": [{"epoch": e, **m} for e, m in history]},
+            "training_log.json",
+        )
+
     def finish(self, status: str, tags: Mapping[str, str] | None = None) -> None:
         """End the run as FINISHED, KILLED (pruned, interrupted) or FAILED, with reason tags."""
         if tags:
             self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         self.client.set_terminated(self.run_id, status=status)
+
+
+def log_classification(
+    client: MlflowClient, run_id: str, details: Mapping[str, Any], prefix: str, label: str
+) -> None:
+    """``{prefix}confusion_matrix.json/.png`` and ``{prefix}per_class.json`` on a run."""
+    classes, matrix = details["classes"], details["confusion_matrix"]
+    raw = {"classes": classes, "matrix": matrix}
+    client.log_dict(run_id, raw, f"{prefix}confusion_matrix.json")
+    client.log_dict(run_id, details["per_class"], f"{prefix}per_class.json")
+    figure = confusion_matrix_figure(matrix, classes, f"Confusion matrix ({label})")
+    client.log_figure(run_id, figure, f"{prefix}confusion_matrix.png")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -68,6 +69,14 @@ class EpochReport:
     metrics: dict[str, float]
 
 
+@dataclass(frozen=True)
+class TrainResult:
+    """Every epoch's report and the last epoch's validation predictions (host memory)."""
+
+    history: list[EpochReport]
+    val_predictions: np.ndarray
+
+
 EpochCallback = Callable[[EpochReport], None]
 
 
@@ -89,7 +98,7 @@ def train(
     config: TrainConfig,
     seed: int,
     on_epoch: EpochCallback | None = None,
-) -> list[EpochReport]:
+) -> TrainResult:
     """Train ``model`` in place for ``config.epochs`` epochs and return every epoch's report.
 
     ``on_epoch`` is called after each epoch and may raise (e.g. to prune) to stop training.
@@ -102,7 +111,9 @@ def train(
     scheduler = lookup(SCHEDULERS, config.scheduler, "scheduler")(optimizer, config.epochs)
     generator = torch.Generator(device=device).manual_seed(seed)
     val_labels = splits.val_y.cpu().numpy()
+    layers = weight_layers(model)
     history = []
+    predictions = np.empty(0, dtype=np.int64)
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
@@ -111,8 +122,11 @@ def train(
         )
         val_loss, val_predictions = evaluate(model, splits.val_x, splits.val_y)
         val_correct = (val_predictions == splits.val_y).sum()
-        # The one host sync of the epoch.
-        numbers = torch.stack([train_loss, train_correct, val_loss, val_correct]).tolist()
+        gradients = gradient_stats(layers)
+        # The one host sync of the epoch (the predictions come along for macro-F1).
+        numbers = torch.stack(
+            [train_loss, train_correct, val_loss, val_correct, *gradients.values()]
+        ).tolist()
         predictions = val_predictions.cpu().numpy()
         if scheduler is not None:
             scheduler.step()
@@ -126,6 +140,7 @@ def train(
                 "val/f1_macro": macro_f1(val_labels, predictions, len(splits.classes)),
                 "lr": lr,
                 "time/epoch_s": time.perf_counter() - started,
+                **dict(zip(gradients, numbers[4:], strict=True)),
             },
         )
         if not (math.isfinite(numbers[0]) and math.isfinite(numbers[2])):
@@ -135,7 +150,35 @@ def train(
         history.append(report)
         if on_epoch is not None:
             on_epoch(report)
-    return history
+    return TrainResult(history, predictions)
+
+
+def weight_layers(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Weights of the linear and conv layers, named fc1, fc2, ... and conv1, conv2, ..."""
+    layers: dict[str, torch.Tensor] = {}
+    for module in model.modules():
+        if isinstance(module, nn.Linear | nn.Conv2d):
+            prefix = "fc" if isinstance(module, nn.Linear) else "conv"
+            count = sum(name.startswith(prefix) for name in layers)
+            layers[f"{prefix}{count + 1}"] = module.weight
+    return layers
+
+
+def gradient_stats(layers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Gradient flow on the epoch's last training batch (its gradients are still in place).
+
+    Per layer: mean |grad|, std, and % of exactly-zero entries (experiment B's dead-neuron
+    indicator for relu-family activations). Device tensors: read with the epoch's one sync.
+    """
+    stats: dict[str, torch.Tensor] = {}
+    for name, weight in layers.items():
+        if weight.grad is None:
+            continue
+        grad = weight.grad.detach()
+        stats[f"grad/{name}/mean_abs"] = grad.abs().mean()
+        stats[f"grad/{name}/std"] = grad.std()
+        stats[f"grad/{name}/zero_pct"] = (grad == 0).float().mean() * 100
+    return stats
 
 
 def train_epoch(

@@ -154,12 +154,14 @@ def test_interrupted_trial_is_queued_again(
 
 
 def running_trials(database: Path) -> int:
-    """Read-only peek at the worker's storage (creating tables here would race the worker)."""
+    """Running trials that sent a heartbeat: a read-only peek at the worker's storage
+    (creating tables from here would race the worker)."""
+    query = (
+        "SELECT count(*) FROM trials JOIN trial_heartbeats USING (trial_id) WHERE state='RUNNING'"
+    )
     try:
         with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
-            return connection.execute(
-                "SELECT count(*) FROM trials WHERE state='RUNNING'"
-            ).fetchone()[0]
+            return connection.execute(query).fetchone()[0]
     except sqlite3.OperationalError:  # not created yet
         return 0
 

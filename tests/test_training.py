@@ -22,6 +22,11 @@ METRIC_KEYS = {
     "val/f1_macro",
     "lr",
     "time/epoch_s",
+    *(
+        f"grad/{layer}/{stat}"
+        for layer in ("fc1", "fc2")
+        for stat in ("mean_abs", "std", "zero_pct")
+    ),
 }
 
 
@@ -33,7 +38,7 @@ def test_loss_falls_on_real_fashion_mnist(fashion_mnist: Path) -> None:
     splits = data.load(DataConfig(train_subset=3000, test_subset=500), CPU)
     seed_everything(0)
     model = build_model(ModelConfig(hidden_sizes=[128]), splits.input_shape, 10)
-    history = train(model, splits, TrainConfig(epochs=3, batch_size=64), seed=0)
+    history = train(model, splits, TrainConfig(epochs=3, batch_size=64), seed=0).history
     losses = [r.metrics["train/loss"] for r in history]
     # Three epochs on 2,700 real images: the loss falls every epoch, accuracy is far above chance.
     assert losses[0] > losses[1] > losses[2]
@@ -44,7 +49,7 @@ def test_every_epoch_is_reported_with_the_stable_keys(mnist_dir: Path) -> None:
     splits = small_splits(mnist_dir)
     seen: list[EpochReport] = []
     model = build_model(ModelConfig(width=16, depth=1), splits.input_shape, 10)
-    history = train(model, splits, TrainConfig(epochs=2, scheduler="step"), 0, seen.append)
+    history = train(model, splits, TrainConfig(epochs=2, scheduler="step"), 0, seen.append).history
     assert [r.epoch for r in seen] == [1, 2] and seen == history
     assert set(seen[0].metrics) == METRIC_KEYS
     # StepLR with step_size = epochs // 3 = 1 (at least 1) and gamma 0.1 cuts lr after epoch 1.
@@ -57,7 +62,7 @@ def test_same_seed_same_result(mnist_dir: Path) -> None:
     def run() -> float:
         seed_everything(3)
         model = build_model(ModelConfig(width=16, depth=1), splits.input_shape, 10)
-        return train(model, splits, TrainConfig(epochs=2), 3)[-1].metrics["train/loss"]
+        return train(model, splits, TrainConfig(epochs=2), 3).history[-1].metrics["train/loss"]
 
     # Initialization and batch order both come from the trial seed.
     assert run() == run()
@@ -89,3 +94,15 @@ def test_callback_exception_stops_training(mnist_dir: Path) -> None:
     # The driver prunes by raising from the callback; training must not swallow it.
     with pytest.raises(Stop):
         train(model, splits, TrainConfig(epochs=5), 0, stop_after_first)
+
+
+def test_gradient_flow_matches_the_last_batch_gradients(mnist_dir: Path) -> None:
+    splits = small_splits(mnist_dir)
+    model = build_model(ModelConfig(width=16, depth=1), splits.input_shape, 10)
+    report = train(model, splits, TrainConfig(epochs=1), 0).history[0]
+    first_layer = model[1].weight.grad  # Flatten, Linear (fc1), ...
+    # The logged numbers are the statistics of the gradients the last step used.
+    assert report.metrics["grad/fc1/mean_abs"] == pytest.approx(first_layer.abs().mean().item())
+    assert report.metrics["grad/fc1/std"] == pytest.approx(first_layer.std().item())
+    zero_pct = (first_layer == 0).float().mean().item() * 100
+    assert report.metrics["grad/fc1/zero_pct"] == pytest.approx(zero_pct)

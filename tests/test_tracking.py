@@ -1,0 +1,166 @@
+"""What MLflow holds after a study, read back through MlflowClient (and a real server)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow.pytorch
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from hptune import study
+from hptune.config import load_study_file
+from tests.conftest import study_yaml
+
+STUDY = """name: tracked
+n_trials: 3
+data: {dataset: mnist, val_fraction: 0.2}
+model: {width: 16, depth: 2}
+train: {epochs: 2, batch_size: 32}
+pruner: {name: none}
+tracking: {registered_model: tracked-mlp}
+search_space:
+  lr: {type: float, low: 1.0e-3, high: 3.0e-2, log: true}
+"""
+
+
+@pytest.fixture
+def finished(tmp_path: Path, mnist_dir: Path) -> study.StudyResult:
+    return study.optimize(load_study_file(study_yaml(tmp_path / "tracked.yaml", STUDY)))
+
+
+def artifact_names(client: MlflowClient, run_id: str) -> set[str]:
+    return {a.path for a in client.list_artifacts(run_id)}
+
+
+def parent_and_children(client: MlflowClient) -> tuple:
+    experiment = client.get_experiment_by_name("tracked")
+    found = client.search_runs([experiment.experiment_id])
+    parents = [r for r in found if r.data.tags["hptune.role"] == "study"]
+    return parents, [r for r in found if r.data.tags["hptune.role"] == "trial"]
+
+
+def test_parent_run_describes_the_study(finished: study.StudyResult) -> None:
+    client = MlflowClient()
+    (parent,), _ = parent_and_children(client)
+    tags = parent.data.tags
+    # Named after the study, tagged with how it was run, holding the study file.
+    assert parent.info.run_name == "tracked" and parent.info.status == "FINISHED"
+    assert tags["hptune.sampler"] == "tpe" and tags["hptune.pruner"] == "none"
+    assert tags["hptune.storage"] == "sqlite:///mlruns/optuna.db"
+    assert "tracked.yaml" in artifact_names(client, parent.info.run_id)
+
+
+def test_parent_run_carries_the_best_trial(finished: study.StudyResult) -> None:
+    client = MlflowClient()
+    (parent,), children = parent_and_children(client)
+    best = finished.study.best_trial
+    # best_value, the best params (as tags: MLflow params are immutable) and the best run id.
+    assert parent.data.metrics["best_value"] == pytest.approx(best.value)
+    assert parent.data.tags["best_params.lr"] == str(best.params["lr"])
+    best_run = next(c for c in children if c.data.tags["hptune.trial"] == str(best.number))
+    assert parent.data.tags["best_trial_run_id"] == best_run.info.run_id
+
+
+def test_each_complete_trial_has_its_outcome(finished: study.StudyResult) -> None:
+    client = MlflowClient()
+    _, children = parent_and_children(client)
+    for child in children:
+        names = artifact_names(client, child.info.run_id)
+        # Confusion matrix (figure and raw counts), per-class scores, the whole training log.
+        assert {"confusion_matrix.png", "confusion_matrix.json", "per_class.json"} <= names
+        assert "training_log.json" in names
+        local = Path(client.download_artifacts(child.info.run_id, "confusion_matrix.json"))
+        matrix = json.loads(local.read_text())
+        # Rows are true classes of the 40 validation images; class names come along.
+        assert np.array(matrix["matrix"]).sum() == 40 and len(matrix["classes"]) == 10
+        metrics = child.data.metrics
+        # Experiment B's summary numbers, computed from the logged curve.
+        history = client.get_metric_history(child.info.run_id, "val/accuracy")
+        assert metrics["summary/best_val_accuracy"] == max(m.value for m in history)
+        assert 0 < metrics["summary/stability"] <= 1
+        # Gradient flow per weight layer, once per epoch.
+        steps = client.get_metric_history(child.info.run_id, "grad/fc1/mean_abs")
+        assert [m.step for m in steps] == [1, 2]
+
+
+def test_best_model_is_registered_and_reloads_on_cpu(finished: study.StudyResult) -> None:
+    client = MlflowClient()
+    (version,) = client.search_model_versions("name='tracked-mlp'")
+    (parent,), _ = parent_and_children(client)
+    # The registered version comes from the best trial's run.
+    assert version.run_id == parent.data.tags["best_trial_run_id"]
+    model = mlflow.pytorch.load_model("models:/tracked-mlp/1")
+    # Input contract: float32 (N, 1, 28, 28), normalized as the study's data section says.
+    logits = model(torch.zeros(3, 1, 28, 28))
+    assert logits.shape == (3, 10)
+
+
+def test_best_model_is_evaluated_once_on_the_test_set(finished: study.StudyResult) -> None:
+    client = MlflowClient()
+    (parent,), children = parent_and_children(client)
+    # Test numbers are on the parent only; trials never see the test set.
+    assert 0 <= parent.data.metrics["test/accuracy"] <= 1
+    assert "test/f1_macro" in parent.data.metrics
+    assert "test_confusion_matrix.png" in artifact_names(client, parent.info.run_id)
+    assert not any("test/accuracy" in c.data.metrics for c in children)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_real_mlflow_server_serves_the_study(tmp_path: Path, finished: study.StudyResult) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--default-artifact-root", str(tmp_path / "mlruns"),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    pytest.fail("mlflow server did not come up")
+                time.sleep(0.5)
+        request = urllib.request.Request(
+            f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=tracked"
+        )
+        experiment = json.load(urllib.request.urlopen(request, timeout=10))["experiment"]
+        body = json.dumps({"experiment_ids": [experiment["experiment_id"]]}).encode()
+        search = urllib.request.Request(
+            f"{base}/api/2.0/mlflow/runs/search",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        found = json.load(urllib.request.urlopen(search, timeout=10))["runs"]
+        # Through the REST API: the parent and its three trials.
+        assert len(found) == 4
+        roles = sorted(
+            next(t["value"] for t in run["data"]["tags"] if t["key"] == "hptune.role")
+            for run in found
+        )
+        assert roles == ["study", "trial", "trial", "trial"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
