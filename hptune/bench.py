@@ -1,0 +1,253 @@
+"""Benchmark: hptune's training path against the hand-written loop the seed experiments used.
+
+    python -m hptune.bench [--device cpu|cuda] [--epochs N] [--train-subset N] [--json PATH]
+
+Both run in this process on the same images, model, batch size and device. The reference loop
+is the experiments' style: a per-sample torchvision dataset (``ToTensor`` + ``Normalize``), a
+shuffling ``DataLoader`` and a ``.item()`` per batch. hptune's path is ``training.train`` on
+device-resident tensors, exactly as ``hptune optimize`` calls it. Epoch times are medians of the
+epochs after the first (warm-up); both are evaluated on the test set after every epoch.
+
+Study throughput runs the same three flagship-style trials (one per activation) both ways:
+hptune through ``hptune.optimize`` (Optuna + MLflow, in a temporary folder), the reference as
+Optuna's PyTorch example does it (the reference loop, ``mlflow.log_metric`` per epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hptune import data
+from hptune.config import DataConfig, ModelConfig, StudyConfig, TrainConfig
+from hptune.models import build_model
+from hptune.training import evaluate, train
+
+MODELS = {  # experiment B's MLP and experiment A's CNN, with their batch sizes
+    "mlp": (ModelConfig(hidden_sizes=[256, 128]), 128),
+    "cnn": (ModelConfig(family="cnn"), 64),
+}
+ACTIVATIONS = ("relu", "tanh", "elu")
+
+
+def reference_loaders(
+    train_subset: int | None, batch_size: int
+) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader]:
+    """The seed experiments' input pipeline: PIL images transformed one sample at a time."""
+    from torchvision import datasets, transforms
+
+    root = str(data.locate(DataConfig()))
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
+    train_set: torch.utils.data.Dataset = datasets.FashionMNIST(root, True, transform=transform)
+    if train_subset:
+        train_set = torch.utils.data.Subset(train_set, range(train_subset))
+    test_set = datasets.FashionMNIST(root, False, transform=transform)
+    return (
+        torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True),
+        torch.utils.data.DataLoader(test_set, batch_size=1000),
+    )
+
+
+def reference_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loaders: tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader],
+    device: torch.device,
+) -> float:
+    """One epoch written by hand: ``.item()`` per batch, then test accuracy."""
+    model.train()
+    running = 0.0
+    for images, labels in loaders[0]:
+        images, labels = images.to(device), labels.to(device)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        running += loss.item()
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for images, labels in loaders[1]:
+            predicted = model(images.to(device)).argmax(1)
+            correct += (predicted == labels.to(device)).sum().item()
+            total += len(labels)
+    return correct / total
+
+
+def _timed_epochs(run_epoch: Callable[[], float], epochs: int) -> tuple[list[float], float]:
+    times, accuracy = [], 0.0
+    for _ in range(epochs):
+        started = time.perf_counter()
+        accuracy = run_epoch()
+        times.append(time.perf_counter() - started)
+    return times, accuracy
+
+
+def compare_model(name: str, device: torch.device, epochs: int, train_subset: int | None) -> dict:
+    """One row of the table: both loops, same model, seed, epochs and batch size."""
+    model_config, batch_size = MODELS[name]
+    splits = data.load(DataConfig(validation="test", train_subset=train_subset), device)
+    shape = splits.input_shape
+
+    torch.manual_seed(0)
+    reference = build_model(model_config, shape, 10).to(device)
+    optimizer = torch.optim.Adam(reference.parameters(), lr=1e-3)
+    loaders = reference_loaders(train_subset, batch_size)
+    ref_times, ref_acc = _timed_epochs(
+        lambda: reference_epoch(reference, optimizer, loaders, device), epochs
+    )
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    torch.manual_seed(0)
+    model = build_model(model_config, shape, 10).to(device)
+    history = train(model, splits, TrainConfig(epochs=epochs, batch_size=batch_size), 0).history
+    hp_times = [report.metrics["time/epoch_s"] for report in history]
+    _, predictions = evaluate(model, splits.test_x, splits.test_y)
+    hp_acc = (predictions == splits.test_y).float().mean().item()
+
+    ref_epoch, hp_epoch = statistics.median(ref_times[1:]), statistics.median(hp_times[1:])
+    return {
+        "model": name,
+        "device": str(device),
+        "reference_epoch_s": ref_epoch,
+        "hptune_epoch_s": hp_epoch,
+        "ratio": ref_epoch / hp_epoch,
+        "reference_acc": ref_acc,
+        "hptune_acc": hp_acc,
+        "peak_mem_mb": _peak_memory_mb(device),
+    }
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS
+
+
+def study_throughput(device: torch.device, epochs: int, train_subset: int | None) -> dict:
+    """Trial-epochs per second for three flagship-style trials, hptune vs. the reference."""
+    import mlflow
+    import optuna
+
+    import hptune
+
+    with tempfile.TemporaryDirectory() as folder:
+        previous = Path.cwd()
+        os.chdir(folder)
+        try:
+            config = StudyConfig.model_validate(
+                {
+                    "name": "bench",
+                    "n_trials": len(ACTIVATIONS),
+                    "sampler": {"name": "grid"},
+                    "pruner": {"name": "none"},
+                    "data": {"train_subset": train_subset},
+                    "model": {"hidden_sizes": [256, 128]},
+                    "train": {"epochs": epochs, "device": device.type},
+                    "search_space": {
+                        "activation": {"type": "categorical", "choices": list(ACTIVATIONS)}
+                    },
+                }
+            )
+            started = time.perf_counter()
+            hptune.optimize(config)
+            hptune_s = time.perf_counter() - started
+
+            mlflow.set_tracking_uri(f"sqlite:///{folder}/reference.db")
+            loaders = reference_loaders(train_subset, 128)
+
+            def objective(trial: optuna.Trial) -> float:
+                activation = trial.suggest_categorical("activation", list(ACTIVATIONS))
+                model_config = ModelConfig(hidden_sizes=[256, 128], activation=activation)
+                model = build_model(model_config, (1, 28, 28), 10).to(device)
+                optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+                with mlflow.start_run():
+                    mlflow.log_params(trial.params)
+                    for epoch in range(epochs):
+                        accuracy = reference_epoch(model, optimizer, loaders, device)
+                        mlflow.log_metric("accuracy", accuracy, step=epoch)
+                        trial.report(accuracy, epoch)
+                return accuracy
+
+            sampler = optuna.samplers.GridSampler({"activation": list(ACTIVATIONS)})
+            started = time.perf_counter()
+            optuna.create_study(direction="maximize", sampler=sampler).optimize(
+                objective, n_trials=len(ACTIVATIONS)
+            )
+            reference_s = time.perf_counter() - started
+            mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+        finally:
+            os.chdir(previous)
+    trial_epochs = len(ACTIVATIONS) * epochs
+    return {
+        "trial_epochs_per_s": trial_epochs / hptune_s,
+        "reference_trial_epochs_per_s": trial_epochs / reference_s,
+        "ratio": reference_s / hptune_s,
+    }
+
+
+def run(device: str, epochs: int, train_subset: int | None, models: list[str]) -> dict[str, Any]:
+    """All rows and the study throughput, as the JSON document ``--json`` writes."""
+    resolved = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else device)
+    if resolved.type == "auto":
+        resolved = torch.device("cpu")
+    results = [compare_model(name, resolved, epochs, train_subset) for name in models]
+    return {
+        "results": results,
+        "study_throughput": study_throughput(resolved, epochs, train_subset),
+    }
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The printed table."""
+    lines = [
+        f"{'model':<6}{'device':<8}{'reference s/epoch':>19}{'hptune s/epoch':>16}{'ratio':>8}"
+        f"{'ref acc':>9}{'hptune acc':>12}{'peak MB':>10}"
+    ]
+    for row in report["results"]:
+        lines.append(
+            f"{row['model']:<6}{row['device']:<8}{row['reference_epoch_s']:>19.3f}"
+            f"{row['hptune_epoch_s']:>16.3f}{row['ratio']:>7.1f}x{row['reference_acc']:>9.4f}"
+            f"{row['hptune_acc']:>12.4f}{row['peak_mem_mb']:>10.0f}"
+        )
+    throughput = report["study_throughput"]
+    lines.append(
+        f"study throughput: hptune {throughput['trial_epochs_per_s']:.2f} trial-epochs/s, "
+        f"reference {throughput['reference_trial_epochs_per_s']:.2f}, "
+        f"ratio {throughput['ratio']:.1f}x"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m hptune.bench", description=__doc__)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--epochs", type=int, default=4, help="≥2: the first is a warm-up")
+    parser.add_argument("--train-subset", type=int, default=None)
+    parser.add_argument("--models", default="mlp,cnn", help="comma-separated: mlp,cnn")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2 (the first epoch is a warm-up)")
+    report = run(args.device, args.epochs, args.train_subset, args.models.split(","))
+    print(format_table(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""The benchmark runs end to end on CPU with tiny sizes (it reports speed; it never asserts it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hptune import bench
+
+
+def test_benchmark_writes_the_documented_json(tmp_path: Path, fashion_mnist: Path) -> None:
+    out = tmp_path / "bench.json"
+    bench.main(
+        ["--device", "cpu", "--epochs", "2", "--train-subset", "1000", "--models", "mlp",
+         "--json", str(out)]
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    (row,) = report["results"]
+    assert set(row) == {
+        "model", "device", "reference_epoch_s", "hptune_epoch_s", "ratio",
+        "reference_acc", "hptune_acc", "peak_mem_mb",
+    }  # fmt: skip
+    # The ratio is the two measured epoch times of the same run, not a constant.
+    assert row["ratio"] == pytest.approx(row["reference_epoch_s"] / row["hptune_epoch_s"])
+    # Both loops learn on the same 1,000 images: far above chance (10%).
+    assert row["reference_acc"] > 0.5 and row["hptune_acc"] > 0.5
+    throughput = report["study_throughput"]
+    assert throughput["ratio"] == pytest.approx(
+        throughput["trial_epochs_per_s"] / throughput["reference_trial_epochs_per_s"]
+    )
