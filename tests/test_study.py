@@ -154,10 +154,11 @@ def test_interrupted_trial_is_queued_again(
 
 
 def running_trials(database: Path) -> int:
-    """Running trials that sent a heartbeat: a read-only peek at the worker's storage
-    (creating tables from here would race the worker)."""
+    """Running trials with sampled params and a heartbeat: a read-only peek at the worker's
+    storage (creating tables from here would race the worker)."""
     query = (
-        "SELECT count(*) FROM trials JOIN trial_heartbeats USING (trial_id) WHERE state='RUNNING'"
+        "SELECT count(*) FROM trials JOIN trial_heartbeats USING (trial_id) "
+        "JOIN trial_params USING (trial_id) WHERE state='RUNNING'"
     )
     try:
         with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
