@@ -269,7 +269,7 @@ class _Objective:
             run.finish("FAILED", {"hptune.state": "failed", "hptune.fail_reason": repr(error)})
             raise
         finally:
-            self.progress.trial_ended(self._best_value(trial.study))
+            self.progress.trial_ended(_best_value(trial.study))
         value = result.history[-1].metrics[self.config.objective.metric]
         validation = classification_details(
             self.val_labels, result.val_predictions, self.splits.classes
@@ -298,19 +298,19 @@ class _Objective:
 
         return model, train(model, self.splits, config.train, seed, on_epoch)
 
-    @staticmethod
-    def _best_value(study: optuna.Study) -> float | None:
-        try:
-            return study.best_value
-        except ValueError:  # no complete trial yet
-            return None
+
+def _best_value(study: optuna.Study) -> float | None:
+    """The best complete trial's value, or None before any trial completed."""
+    try:
+        return study.best_value
+    except ValueError:
+        return None
 
 
 def _improves(study: optuna.Study, value: float) -> bool:
     """Whether ``value`` beats every complete trial of the study so far."""
-    try:
-        best = study.best_value
-    except ValueError:
+    best = _best_value(study)
+    if best is None:
         return True
     return value > best if study.direction == optuna.study.StudyDirection.MAXIMIZE else value < best
 
