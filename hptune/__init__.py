@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hptune.config import StudyConfig, load_study_file, validate_config
+from hptune.config import StudyConfig
 from hptune.errors import ConfigError, DataError, HptuneError, StudyConflictError
+from hptune.studyfile import load_study_file, validate_config
 
 if TYPE_CHECKING:
     from hptune.study import StudyResult

@@ -51,8 +51,8 @@ def main() -> None:
 @overrides
 def validate(study_file: Path, overrides: tuple[str, ...]) -> None:
     """Check a study file and print its search space, without training."""
-    from hptune.config import load_study_file
     from hptune.describe import describe_study
+    from hptune.studyfile import load_study_file
 
     config = load_study_file(study_file, overrides)
     click.echo(describe_study(config))
@@ -76,9 +76,9 @@ def optimize(
     study_name: str | None,
 ) -> None:
     """Run (or continue) the study described by STUDY_FILE."""
-    from hptune.config import load_study_file
     from hptune.describe import summarize_result
     from hptune.study import optimize as run_study
+    from hptune.studyfile import load_study_file
 
     flags = {"n_trials": n_trials, "timeout": timeout, "train.device": device, "storage": storage}
     extra = [f"{key}={value}" for key, value in flags.items() if value is not None]

@@ -1,29 +1,25 @@
-"""The study file: parsed once, at the boundary, into typed, frozen objects.
+"""The study file's schema: typed, frozen sections with unknown keys forbidden.
 
-Every error names the file, the key path and the rule, one problem per line, and every problem
-found is reported, not only the first. Code past ``load_study_file`` never sees raw dicts.
+``hptune.studyfile`` reads a file into a ``StudyConfig``; code past it never sees raw dicts.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationError,
+    field_validator,
     model_validator,
 )
 
 from hptune import registry
-from hptune.errors import ConfigError
 
 
 def _one_of(valid: Sequence[str], kind: str) -> Callable[[str], str]:
@@ -102,16 +98,39 @@ class DataConfig(_Section):
 FAMILY_FIELDS: dict[str, frozenset[str]] = {
     "mlp": frozenset({"family", "activation", "width", "depth", "hidden_sizes", "dropout"}),
     "cnn": frozenset({"family", "activation"}),
+    "convnet": frozenset(
+        {"family", "activation", "conv_blocks", "filters", "dense_layers", "neurons"}
+    ),
 }
 
 
 class ModelConfig(_Section):
     family: ModelFamily = "mlp"
     activation: Activation = "relu"
+    # mlp: ``depth`` layers of ``width``, or any list of sizes (also written "512-256-128").
     width: int = Field(128, ge=1)
     depth: int = Field(2, ge=1)
     hidden_sizes: list[Annotated[int, Field(ge=1)]] | None = Field(None, min_length=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    # convnet (experiment D): blocks of 3x3 conv + 2x2 max-pool, filters doubling per block;
+    # at most 3 blocks, since unpadded 28x28 images shrink to 1x1 after three.
+    conv_blocks: int = Field(1, ge=1, le=3)
+    filters: int = Field(32, ge=1)
+    dense_layers: int = Field(1, ge=1)
+    neurons: int = Field(100, ge=1)
+
+    @field_validator("hidden_sizes", mode="before")
+    @classmethod
+    def _sizes_from_text(cls, value: Any) -> Any:
+        """``"512-256-128"`` or ``32`` -> a list, so a search-space choice can name a shape."""
+        if isinstance(value, str):
+            parts = value.split("-")
+            if all(part.strip().isdigit() for part in parts):
+                return [int(part) for part in parts]
+            raise ValueError(f"hidden sizes are written like 512-256-128, but got {value!r}")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return [value]
+        return value
 
     @model_validator(mode="after")
     def _fields_fit_family(self) -> ModelConfig:
@@ -140,7 +159,20 @@ class TrainConfig(_Section):
     seed_per_trial: bool = True
 
 
-class CategoricalParam(_Section):
+class _ParamBase(_Section):
+    # Suggest this parameter only when earlier ones have these values, e.g. {family: mlp}.
+    when: dict[str, Choice | list[Choice]] | None = None
+
+    def applies(self, params: Mapping[str, Any]) -> bool:
+        """Whether the ``when`` condition holds for the parameters chosen so far."""
+        for name, wanted in (self.when or {}).items():
+            allowed = wanted if isinstance(wanted, list) else [wanted]
+            if name not in params or params[name] not in allowed:
+                return False
+        return True
+
+
+class CategoricalParam(_ParamBase):
     type: Literal["categorical"]
     choices: list[Choice] = Field(min_length=1)
 
@@ -151,7 +183,7 @@ class CategoricalParam(_Section):
         return self
 
 
-class IntParam(_Section):
+class IntParam(_ParamBase):
     type: Literal["int"]
     low: int
     high: int
@@ -164,7 +196,7 @@ class IntParam(_Section):
         return self
 
 
-class FloatParam(_Section):
+class FloatParam(_ParamBase):
     type: Literal["float"]
     low: float
     high: float
@@ -194,7 +226,12 @@ PARAMS: dict[str, tuple[str, str]] = {
     "activation": ("model", "activation"),
     "width": ("model", "width"),
     "depth": ("model", "depth"),
+    "hidden_sizes": ("model", "hidden_sizes"),
     "dropout": ("model", "dropout"),
+    "conv_blocks": ("model", "conv_blocks"),
+    "filters": ("model", "filters"),
+    "dense_layers": ("model", "dense_layers"),
+    "neurons": ("model", "neurons"),
     "optimizer": ("train", "optimizer"),
     "lr": ("train", "lr"),
     "weight_decay": ("train", "weight_decay"),
@@ -202,8 +239,17 @@ PARAMS: dict[str, tuple[str, str]] = {
     "scheduler": ("train", "scheduler"),
     "epochs": ("train", "epochs"),
 }
-_INT_PARAMS = {"width", "depth", "batch_size", "epochs"}
-_FLOAT_PARAMS = {"lr", "weight_decay", "dropout"}
+INT_PARAMS = {
+    "width",
+    "depth",
+    "batch_size",
+    "epochs",
+    "conv_blocks",
+    "filters",
+    "dense_layers",
+    "neurons",
+}
+FLOAT_PARAMS = {"lr", "weight_decay", "dropout"}
 
 
 class TrackingConfig(_Section):
@@ -227,6 +273,9 @@ class StudyConfig(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     search_space: dict[str, Param] = Field(default_factory=dict)
+    # Named rows of an experiment table (each a mapping of parameter -> value), run once each,
+    # crossed with the search space's grid when there is one.
+    configurations: list[dict[str, Choice]] | None = Field(None, min_length=1)
     tracking: TrackingConfig = TrackingConfig()
 
     _source: Path | None = PrivateAttr(None)
@@ -248,191 +297,3 @@ class StudyConfig(_Section):
         resolved = StudyConfig.model_validate(raw)
         resolved._source = self._source
         return resolved
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def load_study_file(
-    path: str | Path, overrides: Iterable[str] = (), study_name: str | None = None
-) -> StudyConfig:
-    """Read, override and validate a study file.
-
-    Args:
-        path: the YAML study file.
-        overrides: ``"a.b=value"`` strings (the CLI's ``--set``); values are parsed as YAML.
-        study_name: run the file under this name instead of its own (another study).
-
-    Raises:
-        ConfigError: one line per problem, each naming the file and the key path.
-    """
-    path = Path(path)
-    raw = _read_yaml(path)
-    overrides = list(overrides)
-    raw, overridden = apply_overrides(raw, overrides, where=str(path))
-    if study_name is not None:
-        raw["name"] = study_name
-        overridden["name"] = f"--study-name {study_name}"
-    config = _validate(raw, where=str(path), overridden=overridden)
-    config._source = path
-    return config
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such study file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the study file ({exc.strerror})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
-    if not isinstance(raw, dict):
-        kind = "empty" if raw is None else f"a {type(raw).__name__}"
-        raise ConfigError(f"{path}: a study file is a mapping of keys, but this one is {kind}")
-    return raw
-
-
-def apply_overrides(
-    raw: dict[str, Any], overrides: Sequence[str], where: str = "<study>"
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """Write ``a.b=value`` overrides into a copy of ``raw``; return it and key -> original text."""
-    raw = _deep_copy(raw)
-    problems = []
-    overridden: dict[str, str] = {}
-    for text in overrides:
-        key, sep, value_text = text.partition("=")
-        key = key.strip()
-        if not sep or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
-            problems.append(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. train.epochs=2")
-            continue
-        if key == "name":
-            problems.append(
-                f"--set {text}: a study's identity is its name; "
-                "use --study-name to run another study"
-            )
-            continue
-        node = raw
-        parts = key.split(".")
-        for depth, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                prefix = ".".join(parts[: depth + 1])
-                problems.append(f"--set {text}: {prefix} is a value, not a section")
-                break
-            node = child
-        else:
-            try:
-                node[parts[-1]] = yaml.safe_load(value_text) if value_text.strip() else None
-            except yaml.YAMLError:
-                node[parts[-1]] = value_text
-            overridden[key] = text
-    if problems:
-        raise ConfigError(f"{where}: {p}" for p in problems)
-    return raw, overridden
-
-
-def _deep_copy(raw: Any) -> Any:
-    if isinstance(raw, dict):
-        return {k: _deep_copy(v) for k, v in raw.items()}
-    if isinstance(raw, list):
-        return [_deep_copy(v) for v in raw]
-    return raw
-
-
-def validate_config(raw: dict[str, Any], where: str = "<study>") -> StudyConfig:
-    """Validate an already-parsed study mapping (the Python API's way in)."""
-    return _validate(raw, where=where, overridden={})
-
-
-def _validate(raw: dict[str, Any], where: str, overridden: dict[str, str]) -> StudyConfig:
-    try:
-        config = StudyConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_pydantic_problems(exc, where, overridden)) from None
-    problems = [f"{where}: {p}" for p in _search_space_problems(config, overridden)]
-    if problems:
-        raise ConfigError(problems)
-    return config
-
-
-def _pydantic_problems(exc: ValidationError, where: str, overridden: dict[str, str]) -> list[str]:
-    problems = []
-    for error in exc.errors():
-        loc = _key_path(error["loc"])
-        if error["type"] == "extra_forbidden":
-            rule = "unknown key"
-        elif error["type"] == "missing":
-            rule = "required key is missing"
-        else:
-            rule = error["msg"].removeprefix("Value error, ")
-            if not isinstance(error.get("input"), dict | list):
-                rule += f" (got {error['input']!r})"
-        origin = next(
-            (f" [from --set {t}]" for k, t in overridden.items() if loc.startswith(k)), ""
-        )
-        problems.append(f"{where}: {loc or '<top>'}: {rule}{origin}")
-    return problems
-
-
-def _key_path(loc: Sequence[int | str]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part in ("categorical", "int", "float"):
-            continue  # pydantic's discriminator tag, not a key the user wrote
-        else:
-            path += f".{part}" if path else str(part)
-    return path
-
-
-def _search_space_problems(config: StudyConfig, overridden: dict[str, str]) -> list[str]:
-    problems = []
-    for name, param in config.search_space.items():
-        where = f"search_space.{name}"
-        if name not in PARAMS:
-            problems.append(f"{where}: {registry.unknown_name_message('parameter', name, PARAMS)}")
-            continue
-        section, field = PARAMS[name]
-        fixed = f"{section}.{field}"
-        if field in getattr(config, section).model_fields_set:
-            if fixed in overridden:
-                problems.append(
-                    f"{fixed}: is searched by {where}, so --set {overridden[fixed]} conflicts "
-                    "with the search space; remove the override or the search-space entry"
-                )
-            else:
-                problems.append(f"{fixed}: is fixed here and also searched by {where}; keep one")
-        if isinstance(param, FloatParam) and name in _INT_PARAMS:
-            problems.append(f"{where}: {name} takes whole numbers; use type: int")
-        if isinstance(param, IntParam) and name in _FLOAT_PARAMS:
-            problems.append(f"{where}: {name} is a real number; use type: float")
-        candidates = (
-            param.choices if isinstance(param, CategoricalParam) else [param.low, param.high]
-        )
-        keys = "choices" if isinstance(param, CategoricalParam) else None
-        for index, value in enumerate(candidates):
-            label = f"{where}.{keys}[{index}]" if keys else f"{where}.{('low', 'high')[index]}"
-            problems.extend(f"{label}: {p}" for p in _value_problems(config, section, field, value))
-    return problems
-
-
-def _value_problems(config: StudyConfig, section: str, field: str, value: Choice) -> list[str]:
-    """Check one candidate value as if it were written into its section."""
-    section_model = type(getattr(config, section))
-    raw = getattr(config, section).model_dump(exclude_unset=True)
-    raw[field] = value
-    try:
-        section_model.model_validate(raw)
-    except ValidationError as exc:
-        return [
-            error["msg"].removeprefix("Value error, ") + f" (got {value!r})"
-            for error in exc.errors()
-        ]
-    return []

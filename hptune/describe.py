@@ -6,7 +6,7 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hptune import space
+from hptune import grid, space
 from hptune.config import StudyConfig
 
 if TYPE_CHECKING:
@@ -15,16 +15,20 @@ if TYPE_CHECKING:
 
 def describe_study(config: StudyConfig) -> str:
     """What ``hptune validate`` prints: the study, its fixed settings and its search space."""
-    from hptune.samplers import build_pruner, build_sampler, grid_size
+    from hptune.samplers import build_pruner, build_sampler
 
     build_sampler(config), build_pruner(config)  # their constructors check the options
     model, train = config.model, config.train
     lines = [
         f"study: {config.name}" + (f"  ({config.source})" if config.source else ""),
         f"objective: {config.objective.resolved_direction} {config.objective.metric}",
-        f"sampler: {config.sampler.name} (seed {config.sampler.seed})   "
-        f"pruner: {config.pruner.name}",
-        f"trials per run: {config.n_trials}"
+        (
+            "sampler: none (every configuration is enqueued, in order)   "
+            if grid.is_exhaustive(config)
+            else f"sampler: {config.sampler.name} (seed {config.sampler.seed})   "
+        )
+        + f"pruner: {config.pruner.name}",
+        f"trials per run: {_trials_per_run(config)}"
         + (f", timeout {config.timeout:g} s" if config.timeout else ""),
         f"data: {config.data.dataset}, normalize {config.data.normalize}, validation "
         + (
@@ -34,12 +38,12 @@ def describe_study(config: StudyConfig) -> str:
         )
         + (f", train_subset {config.data.train_subset}" if config.data.train_subset else "")
         + (f", test_subset {config.data.test_subset}" if config.data.test_subset else ""),
-        f"model: {model.family}",
+        "model: " + ("searched (family)" if "family" in grid.full_space(config) else model.family),
         f"train: epochs {train.epochs}, device {train.device}, seed {train.seed}"
         + ("" if train.seed_per_trial else " (same for every trial)"),
         "fixed:",
     ]
-    searched = set(config.search_space)
+    searched = set(grid.full_space(config))
     fixed = {
         "activation": model.activation,
         "optimizer": train.optimizer,
@@ -47,14 +51,32 @@ def describe_study(config: StudyConfig) -> str:
         "batch_size": train.batch_size,
         "scheduler": train.scheduler,
     }
-    if model.family == "mlp" and not searched & {"width", "depth"}:
+    if model.family == "mlp" and not searched & {"width", "depth", "hidden_sizes"}:
         fixed |= {"hidden_sizes": "-".join(map(str, model.layer_sizes)), "dropout": model.dropout}
+    if model.family == "convnet":
+        fixed |= {
+            k: getattr(model, k) for k in ("conv_blocks", "filters", "dense_layers", "neurons")
+        }
     lines += [f"  {k:<13}{v}" for k, v in fixed.items() if k not in searched]
-    lines.append("search space:" if searched else "search space: (none)")
+    if config.configurations:
+        lines.append("listed configurations:")
+        lines += [
+            "  - " + ", ".join(f"{k}={v}" for k, v in row.items()) for row in config.configurations
+        ]
+    lines.append("search space:" if config.search_space else "search space: (none)")
     lines += [f"  {name:<13}{space.describe(p)}" for name, p in config.search_space.items()]
-    if config.sampler.name == "grid":
-        lines.append(f"configurations: {grid_size(config)}")
+    if grid.is_exhaustive(config):
+        lines.append(f"configurations: {len(grid.table(config))}")
     return "\n".join(lines)
+
+
+def _trials_per_run(config: StudyConfig) -> str:
+    if not grid.is_exhaustive(config):
+        return str(config.n_trials)
+    every = "every configuration not run yet"
+    if "n_trials" in config.model_fields_set and config.n_trials is not None:
+        return f"{config.n_trials} at most ({every})"
+    return every
 
 
 def summarize_result(result: StudyResult, study_file: Path, study_name: str | None) -> str:
@@ -71,6 +93,8 @@ def summarize_result(result: StudyResult, study_file: Path, study_name: str | No
         f"{states[optuna.trial.TrialState.PRUNED]} pruned, "
         f"{states[optuna.trial.TrialState.FAIL]} failed)",
     ]
+    if result.configurations is not None:
+        lines.append(f"configurations: {result.configurations_run} of {result.configurations} run")
     if result.completed:
         best = result.study.best_trial
         params = ", ".join(

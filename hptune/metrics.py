@@ -6,14 +6,21 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 
-def macro_f1(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> float:
-    """Unweighted mean of per-class F1 over all ``n_classes`` (a class never predicted counts 0)."""
-    return float(
-        f1_score(labels, predictions, labels=range(n_classes), average="macro", zero_division=0)
+def macro_scores(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Unweighted means over all ``n_classes`` of per-class precision, recall and F1 (a class
+    never predicted counts 0), as ``val/precision_macro``, ``val/recall_macro``, ``val/f1_macro``.
+    """
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, predictions, labels=range(n_classes), average="macro", zero_division=0
     )
+    return {
+        "val/f1_macro": float(f1),
+        "val/precision_macro": float(precision),
+        "val/recall_macro": float(recall),
+    }
 
 
 def classification_details(
@@ -62,3 +69,36 @@ def curve_summary(history: Sequence[Mapping[str, float]]) -> dict[str, float]:
         "mean_epoch_s": float(np.mean([epoch["time/epoch_s"] for epoch in history])),
         "final_train_loss": float(train_loss[-1]),
     }
+
+
+# Experiment C's question, answered by one rule over a trial's curves (thresholds in points of
+# accuracy and relative changes of the validation loss).
+OVERFIT_LOSS_RISE = 0.10
+OVERFIT_ACCURACY_GAP = 0.03
+UNDERFIT_TRAIN_ACCURACY = 0.80
+UNDERFIT_LOSS_DROP = 0.02
+FIT_RULE = (
+    f"over-fit: the val loss ended at least {OVERFIT_LOSS_RISE:.0%} above its minimum while train "
+    f"accuracy exceeded val accuracy by more than {OVERFIT_ACCURACY_GAP * 100:g} points; "
+    f"under-fit: otherwise, train accuracy ended below {UNDERFIT_TRAIN_ACCURACY:.0%} or the val "
+    f"loss was still falling (by more than {UNDERFIT_LOSS_DROP:.0%} over the last quarter of the "
+    "epochs); good fit: neither"
+)
+
+
+def fit_diagnosis(history: Sequence[Mapping[str, float]]) -> str:
+    """``"over-fit"``, ``"under-fit"`` or ``"good fit"`` by ``FIT_RULE`` from per-epoch metrics."""
+    val_loss = np.array([epoch["val/loss"] for epoch in history])
+    final = history[-1]
+    gap = final["train/accuracy"] - final["val/accuracy"]
+    if val_loss[-1] >= (1 + OVERFIT_LOSS_RISE) * val_loss.min() and gap > OVERFIT_ACCURACY_GAP:
+        return "over-fit"
+    if final["train/accuracy"] < UNDERFIT_TRAIN_ACCURACY:
+        return "under-fit"
+    lookback = max(1, round(len(val_loss) / 4))
+    if (
+        len(val_loss) > lookback
+        and val_loss[-1] < (1 - UNDERFIT_LOSS_DROP) * val_loss[-1 - lookback]
+    ):
+        return "under-fit"
+    return "good fit"

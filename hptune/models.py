@@ -73,10 +73,40 @@ def build_cnn(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int)
     )
 
 
-# The head emits logits; training applies cross-entropy (= log-softmax + NLL, as the seeds did).
+def build_convnet(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """Experiment D's Keras CNN: ``conv_blocks`` x (3x3 conv, activation, 2x2 max-pool), filters
+    doubling per block from ``filters``; then ``dense_layers`` x (``neurons``, activation).
+
+    Convolutions are unpadded, as Keras' default: 28 -> 13 -> 5 -> 1 pixels after 1, 2, 3 blocks.
+    With one block, 32 filters and one dense layer of 100 this is D's baseline.
+    """
+    channels, height, width = input_shape
+    layers: list[nn.Module] = []
+    for block in range(config.conv_blocks):
+        filters = config.filters * 2**block
+        layers += [
+            nn.Conv2d(channels, filters, 3),
+            make_activation(config.activation),
+            nn.MaxPool2d(2),
+        ]
+        channels, height, width = filters, (height - 2) // 2, (width - 2) // 2
+    layers.append(nn.Flatten())
+    width_in = channels * height * width
+    for _ in range(config.dense_layers):
+        layers += [nn.Linear(width_in, config.neurons), make_activation(config.activation)]
+        width_in = config.neurons
+    layers.append(nn.Linear(width_in, n_classes))
+    return nn.Sequential(*layers)
+
+
+# The head emits logits; training applies cross-entropy: log-softmax + NLL as experiment A wrote
+# it, and Keras' softmax output + categorical cross-entropy (C, D) up to Keras' clipping of
+# probabilities. A hidden softmax or exponential activation therefore trains or diverges as in
+# the reports; a non-finite loss ends the trial as a recorded failure (training.Diverged).
 MODELS: dict[str, Callable[[ModelConfig, tuple[int, ...], int], nn.Module]] = {
     "mlp": build_mlp,
     "cnn": build_cnn,
+    "convnet": build_convnet,
 }
 
 

@@ -27,12 +27,20 @@ ACTIVATIONS = (
 )
 OPTIMIZERS = ("sgd", "sgd_momentum", "adam", "adamw", "nadam", "rmsprop", "adagrad", "adadelta")
 SCHEDULERS = ("none", "step", "cosine", "exponential")
-MODELS = ("mlp", "cnn")
+MODELS = ("mlp", "cnn", "convnet")
 DATASETS = ("fashion_mnist", "mnist")
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp", "grid")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "threshold", "none")
 # Per-epoch metric keys; stable, documented in the README, because users chart them.
-METRICS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "val/f1_macro")
+METRICS = (
+    "train/loss",
+    "train/accuracy",
+    "val/loss",
+    "val/accuracy",
+    "val/f1_macro",
+    "val/precision_macro",
+    "val/recall_macro",
+)
 
 V = TypeVar("V")
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import optuna
 
-from hptune.config import CategoricalParam, Choice, FloatParam, IntParam, StudyConfig
+from hptune.config import Choice, StudyConfig
 from hptune.errors import ConfigError
+from hptune.grid import param_values
 from hptune.registry import lookup
 
 SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
@@ -31,37 +33,15 @@ PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
 
 
 def grid_points(config: StudyConfig) -> dict[str, list[Choice]]:
-    """Every value of every searched parameter, for the grid sampler.
+    """Every value of every searched parameter, for Optuna's GridSampler.
 
     Raises:
-        ConfigError: a float range without a step has no finite grid.
+        ConfigError: a range without a finite grid.
     """
-    grid: dict[str, list[Choice]] = {}
-    problems = []
-    for name, param in config.search_space.items():
-        if isinstance(param, CategoricalParam):
-            grid[name] = list(param.choices)
-        elif isinstance(param, IntParam) and not param.log:
-            grid[name] = list(range(param.low, param.high + 1, param.step))
-        elif isinstance(param, FloatParam) and param.step is not None:
-            count = round((param.high - param.low) / param.step) + 1
-            grid[name] = [param.low + i * param.step for i in range(count)]
-        else:
-            problems.append(
-                f"search_space.{name}: the grid sampler needs choices, an int range or a float "
-                "step; this range has no finite grid"
-            )
-    if problems:
-        raise ConfigError(_where(config) + p for p in problems)
-    return grid
-
-
-def grid_size(config: StudyConfig) -> int:
-    """Number of grid points (the product of every parameter's number of values)."""
-    size = 1
-    for values in grid_points(config).values():
-        size *= len(values)
-    return size
+    try:
+        return {name: param_values(name, p) for name, p in config.search_space.items()}
+    except ConfigError as error:
+        raise ConfigError(_where(config) + problem for problem in error.problems) from None
 
 
 def build_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
@@ -81,7 +61,10 @@ def build_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
 
 def _construct(factory: Callable[..., Any], options: dict[str, Any], where: str) -> Any:
     try:
-        return factory(**options)
+        with warnings.catch_warnings():
+            # Options such as TPE's group= are "experimental" in Optuna; the user chose them.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return factory(**options)
     except (TypeError, ValueError) as exc:
         name = getattr(factory, "__name__", str(factory))
         raise ConfigError(f"{where}: {name} rejected {options}: {exc}") from None

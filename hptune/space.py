@@ -6,15 +6,22 @@ import json
 from typing import TYPE_CHECKING
 
 from hptune.config import CategoricalParam, Choice, FloatParam, IntParam, Param, StudyConfig
+from hptune.grid import full_space
 
 if TYPE_CHECKING:
     import optuna
 
 
-def suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict[str, Choice | None]:
-    """Ask the trial for every parameter of the space, in file order."""
+def suggest(trial: optuna.Trial, config: StudyConfig) -> dict[str, Choice | None]:
+    """Ask the trial for every parameter, in file order, skipping those whose ``when`` fails.
+
+    Listed configurations come first, as categoricals over their values; an enqueued trial
+    (a grid point or a listed row) gets its fixed values back from these same calls.
+    """
     params: dict[str, Choice | None] = {}
-    for name, param in space.items():
+    for name, param in full_space(config).items():
+        if not param.applies(params):
+            continue
         if isinstance(param, CategoricalParam):
             params[name] = trial.suggest_categorical(name, param.choices)
         elif isinstance(param, IntParam):
@@ -40,6 +47,8 @@ def describe(param: Param) -> str:
         text += f" step {param.step}"
     if isinstance(param, FloatParam) and param.step is not None:
         text += f" step {param.step:g}"
+    if param.when:
+        text += "  when " + ", ".join(f"{k}={v}" for k, v in param.when.items())
     return text
 
 
@@ -47,7 +56,9 @@ def fingerprint(config: StudyConfig) -> str:
     """A stable text of what makes stored trials comparable: the space and the objective."""
     return json.dumps(
         {
-            "search_space": {k: v.model_dump() for k, v in config.search_space.items()},
+            "search_space": {
+                k: v.model_dump(exclude_none=True) for k, v in full_space(config).items()
+            },
             "objective": config.objective.metric,
             "direction": config.objective.resolved_direction,
         },

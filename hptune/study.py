@@ -6,6 +6,7 @@ study lives in persistent storage, so running the same command again continues i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from dataclasses import dataclass
@@ -14,10 +15,11 @@ import numpy as np
 import optuna
 import torch
 
-from hptune import data, space
+from hptune import data, grid, space
 from hptune.config import Choice, StudyConfig, TrainConfig
 from hptune.errors import HptuneError, StudyConflictError
-from hptune.metrics import classification_details, curve_summary
+from hptune.grid import FAIL_REASON_ATTR
+from hptune.metrics import classification_details, curve_summary, fit_diagnosis
 from hptune.models import build_model
 from hptune.progress import Progress
 from hptune.samplers import build_pruner, build_sampler
@@ -27,8 +29,8 @@ from hptune.training import Diverged, EpochReport, TrainResult, evaluate, seed_e
 
 FINGERPRINT_ATTR = "hptune.fingerprint"
 RETRY_OF_ATTR = "hptune.retry_of"
-FAIL_REASON_ATTR = "fail_reason"
 RUN_ID_ATTR = "hptune.mlflow_run_id"
+FIT_ATTR = "hptune.fit"  # the fit diagnosis, a trial user attr and an MLflow tag
 
 # A trial ending in one of these is a recorded result (a FAILED trial), and the study goes on.
 TRIAL_FAILURES: tuple[type[Exception], ...] = (Diverged, torch.OutOfMemoryError)
@@ -52,6 +54,8 @@ class StudyResult:
     storage: str
     tracking_uri: str
     experiment: str
+    configurations: int | None = None  # rows of an exhaustive study's table
+    configurations_run: int = 0
 
     @property
     def completed(self) -> list[optuna.trial.FrozenTrial]:
@@ -99,6 +103,13 @@ def logged_params(config: StudyConfig, seed: int, device: torch.device) -> dict[
             depth=len(model.layer_sizes),
             hidden_sizes="-".join(map(str, model.layer_sizes)),
             dropout=model.dropout,
+        )
+    if model.family == "convnet":
+        params.update(
+            conv_blocks=model.conv_blocks,
+            filters=model.filters,
+            dense_layers=model.dense_layers,
+            neurons=model.neurons,
         )
     if train_config.weight_decay is not None:
         params["weight_decay"] = train_config.weight_decay
@@ -186,13 +197,20 @@ def optimize(config: StudyConfig) -> StudyResult:
     )
     study.set_user_attr(PARENT_RUN_ATTR, parent)
     _close_dead_trials(study, tracker)
-    progress = Progress(config.n_trials, config.train.epochs)
+    n_trials = config.n_trials
+    if grid.is_exhaustive(config):
+        queued = grid.enqueue_table(study, grid.table(config))
+        # A table's default is "every row not run yet"; an explicit n_trials runs fewer.
+        explicit = "n_trials" in config.model_fields_set and config.n_trials is not None
+        n_trials = min(config.n_trials or queued, queued) if explicit else queued
+    progress = Progress(n_trials, config.train.epochs)
     objective = _Objective(config, splits, device, tracker, parent, progress)
     status = "FAILED"
     try:
-        study.optimize(
-            objective, n_trials=config.n_trials, timeout=config.timeout, catch=TRIAL_FAILURES
-        )
+        if n_trials != 0:
+            study.optimize(
+                objective, n_trials=n_trials, timeout=config.timeout, catch=TRIAL_FAILURES
+            )
         _finish(study, config, splits, tracker, parent, objective.best)
         status = "FINISHED"
     except KeyboardInterrupt:
@@ -201,9 +219,16 @@ def optimize(config: StudyConfig) -> StudyResult:
     finally:
         progress.close()
         tracker.close_parent(parent, status)
-    return StudyResult(
+    result = StudyResult(
         study, storage_url(config.storage), tracker.tracking_uri, config.experiment_name
     )
+    if grid.is_exhaustive(config):
+        rows = {grid.row_key(row) for row in grid.table(config)}
+        done, _ = grid.table_status(study)
+        result = dataclasses.replace(
+            result, configurations=len(rows), configurations_run=len(rows & done)
+        )
+    return result
 
 
 def _close_dead_trials(study: optuna.Study, tracker: StudyTracker) -> None:
@@ -240,7 +265,7 @@ class _Objective:
         self.best: _Best | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
-        params = space.suggest(trial, self.config.search_space)
+        params = space.suggest(trial, self.config)
         trial_config = self.config.with_params(params)
         seed = trial_seed(trial_config.train, trial.number)
         run = self.tracker.start_trial(
@@ -275,8 +300,10 @@ class _Objective:
             self.val_labels, result.val_predictions, self.splits.classes
         )
         history = [(report.epoch, report.metrics) for report in result.history]
+        fit = fit_diagnosis([m for _, m in history])
+        trial.set_user_attr(FIT_ATTR, fit)
         run.log_outcome(curve_summary([m for _, m in history]), validation, history)
-        run.finish("FINISHED", {"hptune.state": "complete"})
+        run.finish("FINISHED", {"hptune.state": "complete", FIT_ATTR: fit})
         if _improves(trial.study, value):
             self.best = _Best(trial.number, run.run_id, value, model.cpu())
         return value

@@ -20,7 +20,7 @@ from torch import nn
 
 from hptune.config import TrainConfig
 from hptune.data import Splits
-from hptune.metrics import macro_f1
+from hptune.metrics import macro_scores
 from hptune.registry import lookup
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -137,7 +137,7 @@ def train(
                 "train/accuracy": numbers[1] / len(splits.train_y),
                 "val/loss": numbers[2],
                 "val/accuracy": numbers[3] / len(splits.val_y),
-                "val/f1_macro": macro_f1(val_labels, predictions, len(splits.classes)),
+                **macro_scores(val_labels, predictions, len(splits.classes)),
                 "lr": lr,
                 "time/epoch_s": time.perf_counter() - started,
                 **dict(zip(gradients, numbers[4:], strict=True)),

@@ -30,7 +30,7 @@ def test_validate_prints_the_space_without_data_or_stores(tmp_path: Path) -> Non
     # Every searched parameter with its range or choices, on stdout.
     for line in (
         "lr           float        [0.0001, 0.01] log",
-        "width        int          [64, 512] step 64",
+        "width        int          [128, 1024] step 128  when family=mlp",
     ):
         assert line in out
     # Validation touched neither Optuna's nor MLflow's store.

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hptune.config import load_study_file
 from hptune.errors import ConfigError
+from hptune.studyfile import load_study_file
 from tests.conftest import study_yaml
 
 MINIMAL = "name: demo\n"

@@ -52,3 +52,19 @@ def test_seed_a_cnn_flattens_to_9216() -> None:
 def test_leaky_relu_uses_slope_0_1() -> None:
     # The seed experiments used LeakyReLU(0.1), not torch's default 0.01.
     assert ACTIVATIONS["leaky_relu"]()(torch.tensor([-1.0])).item() == pytest.approx(-0.1)
+
+
+def test_the_convnet_defaults_are_experiment_d_baseline() -> None:
+    model = build_model(ModelConfig(family="convnet"), (1, 28, 28), 10)
+    # conv 32 3x3 -> pool -> dense 100 -> 10: Keras' summary of D's baseline counts 542,230.
+    assert sum(p.numel() for p in model.parameters()) == 542_230
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 3])
+def test_convnet_depths_fit_28x28_images(blocks: int) -> None:
+    config = ModelConfig(family="convnet", conv_blocks=blocks, dense_layers=blocks, neurons=64)
+    model = build_model(config, (1, 28, 28), 10)
+    # Unpadded blocks shrink 28 -> 13 -> 5 -> 1 pixels; filters double each block.
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32 * 2**i for i in range(blocks)]
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)

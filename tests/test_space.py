@@ -8,8 +8,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hptune import space
-from hptune.config import load_study_file
-from hptune.samplers import grid_size
+from hptune.studyfile import load_study_file
 from tests.conftest import study_yaml
 
 SPACE = """name: demo
@@ -26,7 +25,7 @@ def test_entries_become_optuna_distributions(tmp_path: Path) -> None:
     config = load_study_file(study_yaml(tmp_path / "s.yaml", SPACE))
     study = optuna.create_study()
     trial = study.ask()
-    params = space.suggest(trial, config.search_space)
+    params = space.suggest(trial, config)
     frozen = study.tell(trial, 0.0)
     # Each YAML entry is exactly one Optuna distribution with the same bounds, step and scale.
     assert frozen.distributions == {
@@ -55,13 +54,18 @@ def test_fingerprint_ignores_overrides_but_not_the_space(tmp_path: Path) -> None
     assert space.fingerprint(load_study_file(path, ["search_space.depth.high=5"])) != base
 
 
-def test_grid_size_is_the_product_of_value_counts(tmp_path: Path) -> None:
+def test_a_conditional_parameter_is_suggested_only_when_its_condition_holds(
+    tmp_path: Path,
+) -> None:
     text = """name: demo
-sampler: {name: grid}
 search_space:
-  lr: {type: categorical, choices: [0.005, 0.001, 0.0005, 0.0001]}
-  width: {type: categorical, choices: [64, 128, 256]}
+  family: {type: categorical, choices: [mlp, cnn]}
+  width: {type: int, low: 64, high: 128, when: {family: mlp}}
 """
     config = load_study_file(study_yaml(tmp_path / "s.yaml", text))
-    # Experiment E's 4 learning rates x 3 hidden sizes.
-    assert grid_size(config) == 12
+    study = optuna.create_study()
+    study.enqueue_trial({"family": "cnn"})
+    study.enqueue_trial({"family": "mlp", "width": 96})
+    # The CNN trial never sees width; the MLP trial does.
+    assert space.suggest(study.ask(), config) == {"family": "cnn"}
+    assert space.suggest(study.ask(), config) == {"family": "mlp", "width": 96}

@@ -16,8 +16,9 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from hptune import storage, study
-from hptune.config import StudyConfig, load_study_file
+from hptune.config import StudyConfig
 from hptune.errors import StudyConflictError
+from hptune.studyfile import load_study_file
 from tests.conftest import study_yaml
 
 SMALL = """name: small

@@ -17,7 +17,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from hptune import study
-from hptune.config import load_study_file
+from hptune.studyfile import load_study_file
 from tests.conftest import study_yaml
 
 STUDY = """name: tracked

@@ -20,6 +20,8 @@ METRIC_KEYS = {
     "val/loss",
     "val/accuracy",
     "val/f1_macro",
+    "val/precision_macro",
+    "val/recall_macro",
     "lr",
     "time/epoch_s",
     *(
