@@ -14,11 +14,11 @@ endif
 DEBIAN_DATA := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint setup data
+.PHONY: run test lint setup data browser
 run: setup data
 	$(BIN)/hptune optimize studies/fashion.yaml
 
-test: setup data
+test: setup data browser
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest
 
 lint: setup
@@ -40,3 +40,10 @@ data:
 	elif command -v apt-get >/dev/null; then \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "no apt-get: put Fashion-MNIST in \$$HPTUNE_DATA_DIR/fashion-mnist/ (see README)"; fi
+
+# Headless Chromium renders the HTML report in a test (skipped without it, except under CI).
+browser:
+	@if command -v chromium >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; \
+	else echo "no apt-get: install Chromium to run the report's browser test"; fi

@@ -87,5 +87,76 @@ def optimize(
     click.echo(summarize_result(result, study_file, study_name))
 
 
+def _formats(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    from hptune.report import FORMATS
+
+    chosen = tuple(part.strip() for part in value.split(",") if part.strip())
+    unknown = [f for f in chosen if f not in FORMATS]
+    if unknown or not chosen:
+        raise click.BadParameter(f"choose from {', '.join(FORMATS)} (comma-separated)")
+    return chosen
+
+
+@main.command("export-report")
+@click.argument("study_file", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "--study", "study_name", metavar="NAME", help="The study's name (default: the file's)."
+)
+@click.option("--experiment", metavar="NAME", help="MLflow experiment (default: the study's).")
+@click.option("--storage", metavar="URL", help="Optuna storage URL (default: the file's).")
+@click.option("--out", type=click.Path(path_type=Path), help="Folder (default: reports/NAME).")
+@click.option("--format", "formats", default="html,md,csv", callback=_formats, help="html,md,csv")
+def export_report(
+    study_file: Path | None,
+    study_name: str | None,
+    experiment: str | None,
+    storage: str | None,
+    out: Path | None,
+    formats: tuple[str, ...],
+) -> None:
+    """Write a study's report (HTML, Markdown, CSV) from its Optuna storage and MLflow runs."""
+    from hptune.report import export_report as export
+    from hptune.storage import storage_url
+    from hptune.tracking import resolve_tracking_uri
+
+    if study_file is not None:
+        from hptune.studyfile import load_study_file
+
+        config = load_study_file(study_file, study_name=study_name)
+        study_name = config.name
+        storage = storage or config.storage
+        experiment = experiment or config.experiment_name
+        tracking_uri = resolve_tracking_uri(config.tracking.uri)
+    else:
+        tracking_uri = resolve_tracking_uri(None)
+        if study_name is None and experiment is None:
+            raise HptuneError("name the study: a STUDY_FILE, --study NAME or --experiment NAME")
+        if study_name is None:
+            study_name = _study_of_experiment(tracking_uri, str(experiment))
+    files = export(
+        study_name,
+        storage_url(storage),
+        tracking_uri,
+        experiment or study_name,
+        out or Path("reports") / study_name,
+        formats,
+    )
+    for path in files.files:
+        if path.suffix in (".html", ".md"):
+            click.echo(f"report: {path}")
+    click.echo(f"tables: {', '.join(p.name for p in files.files if p.suffix == '.csv') or 'none'}")
+
+
+def _study_of_experiment(tracking_uri: str | None, experiment: str) -> str:
+    from hptune.tracking import StudyReader
+
+    parent = StudyReader(tracking_uri).parent(experiment, None)
+    if parent is None:
+        raise HptuneError(
+            f"MLflow experiment {experiment!r} has no single hptune study; use --study NAME"
+        )
+    return parent.tags["hptune.study"]
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

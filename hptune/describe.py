@@ -109,10 +109,14 @@ def summarize_result(result: StudyResult, study_file: Path, study_name: str | No
     lines.append(f"optuna storage: {result.storage}")
     lines.append(f"mlflow: experiment {result.experiment!r} in {result.tracking_uri}")
     lines.append(f"compare runs: {mlflow_ui_command(result.tracking_uri)}")
-    again = f"hptune optimize {shlex.quote(str(study_file))}"
+    target = shlex.quote(str(study_file))
     if study_name:
-        again += f" --study-name {shlex.quote(study_name)}"
-    lines.append(f"continue: {again}")
+        target += f" --study-name {shlex.quote(study_name)}"
+    lines.append(f"continue: hptune optimize {target}")
+    report = f"hptune export-report {shlex.quote(str(study_file))}"
+    if study_name:
+        report += f" --study {shlex.quote(study_name)}"
+    lines.append(f"report: {report}")
     return "\n".join(lines)
 
 

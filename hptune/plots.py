@@ -19,3 +19,24 @@ def confusion_matrix_figure(matrix: list[list[int]], classes: list[str], title: 
     display.plot(ax=axes, colorbar=False, xticks_rotation=45, values_format="d")
     axes.set_title(title)
     return figure
+
+
+def gallery_figure(
+    images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, classes: list[str]
+) -> Figure:
+    """Test images titled "true / predicted", green when right and red when wrong (experiment A)."""
+    count = len(images)
+    columns = min(count, 4)
+    rows = -(-count // columns)
+    figure = Figure(figsize=(2.2 * columns, 2.5 * rows), layout="constrained")
+    for index in range(count):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        axes.imshow(images[index].reshape(images.shape[-2:]), cmap="gray")
+        right = labels[index] == predictions[index]
+        axes.set_title(
+            f"true: {classes[labels[index]]}\npred: {classes[predictions[index]]}",
+            color="green" if right else "red",
+            fontsize=9,
+        )
+        axes.set_axis_off()
+    return figure

@@ -21,6 +21,7 @@ from hptune.errors import HptuneError, StudyConflictError
 from hptune.grid import FAIL_REASON_ATTR
 from hptune.metrics import classification_details, curve_summary, fit_diagnosis
 from hptune.models import build_model
+from hptune.plots import gallery_figure
 from hptune.progress import Progress
 from hptune.samplers import build_pruner, build_sampler
 from hptune.storage import open_storage, redact, storage_url
@@ -30,6 +31,7 @@ from hptune.training import Diverged, EpochReport, TrainResult, evaluate, seed_e
 FINGERPRINT_ATTR = "hptune.fingerprint"
 RETRY_OF_ATTR = "hptune.retry_of"
 RUN_ID_ATTR = "hptune.mlflow_run_id"
+GALLERY_SIZE = 8  # test images shown with true vs predicted labels (experiment A)
 FIT_ATTR = "hptune.fit"  # the fit diagnosis, a trial user attr and an MLflow tag
 
 # A trial ending in one of these is a recorded result (a FAILED trial), and the study goes on.
@@ -364,7 +366,9 @@ def _finish(
     tracker.log_model(run_id, best.model, example, config.tracking.registered_model or config.name)
     model = best.model.to(splits.test_x.device)
     _, predictions = evaluate(model, splits.test_x, splits.test_y)
-    test = classification_details(
-        splits.test_y.cpu().numpy(), predictions.cpu().numpy(), splits.classes
-    )
-    tracker.log_test_evaluation(parent, test)
+    labels, predicted = splits.test_y.cpu().numpy(), predictions.cpu().numpy()
+    test = classification_details(labels, predicted, splits.classes)
+    n = GALLERY_SIZE
+    images = splits.test_x[:n].cpu().numpy()
+    gallery = gallery_figure(images, labels[:n], predicted[:n], splits.classes)
+    tracker.log_test_evaluation(parent, test, gallery)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
@@ -105,13 +107,16 @@ class StudyTracker:
             mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None unsets it
         return str(info.model_uri)
 
-    def log_test_evaluation(self, parent_run_id: str, test: Mapping[str, Any]) -> None:
+    def log_test_evaluation(
+        self, parent_run_id: str, test: Mapping[str, Any], gallery: Figure
+    ) -> None:
         """The best model's one evaluation on the held-out test set, on the parent run."""
         now = int(time.time() * 1000)
         keys = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
         metrics = [Metric(f"test/{k}", test[k], now, 0) for k in keys]
         self.client.log_batch(parent_run_id, metrics=metrics)
         log_classification(self.client, parent_run_id, test, "test_", "test set")
+        self.client.log_figure(parent_run_id, gallery, "test_gallery.png")
 
     def start_trial(
         self, parent_run_id: str, study_name: str, number: int, params: Mapping[str, Any]
@@ -155,8 +160,6 @@ class TrialRun:
         """A complete trial's summary numbers, confusion matrix, per-class scores and log."""
         now = int(time.time() * 1000)
         metrics = [Metric(f"summary/{k}", v, now, 0) for k, v in summary.items()]
-        for key in ("precision_macro", "recall_macro"):
-            metrics.append(Metric(f"val/{key}", validation[key], now, history[-1][0]))
         self.client.log_batch(self.run_id, metrics=metrics)
         log_classification(self.client, self.run_id, validation, "", "validation")
         self.client.log_dict(
@@ -182,3 +185,73 @@ def log_classification(
     client.log_dict(run_id, details["per_class"], f"{prefix}per_class.json")
     figure = confusion_matrix_figure(matrix, classes, f"Confusion matrix ({label})")
     client.log_figure(run_id, figure, f"{prefix}confusion_matrix.png")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a report needs of one MLflow run (params and tags as MLflow stores them: text)."""
+
+    run_id: str
+    name: str
+    status: str
+    params: dict[str, str]
+    tags: dict[str, str]
+    metrics: dict[str, float]
+
+
+class StudyReader:
+    """Reads a study's runs back from MLflow, for ``hptune export-report``."""
+
+    def __init__(self, tracking_uri: str | None) -> None:
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.tracking_uri = self.client.tracking_uri
+        # One download per artifact: MLflow's progress bars would only clutter the terminal.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+    def parent(self, experiment: str, study_name: str | None) -> RunRecord | None:
+        """The study's parent run in ``experiment`` (the only one, when no name is given)."""
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            return None
+        query = "tags.`hptune.role` = 'study'"
+        if study_name is not None:
+            query += f" and tags.`hptune.study` = '{study_name}'"
+        runs = self.client.search_runs([found.experiment_id], query, max_results=2)
+        return _record(runs[0]) if len(runs) == 1 else None
+
+    def trials(self, parent: RunRecord) -> list[RunRecord]:
+        """Every trial run under ``parent``."""
+        experiment_id = self.client.get_run(parent.run_id).info.experiment_id
+        query = f"tags.`mlflow.parentRunId` = '{parent.run_id}'"
+        return [_record(run) for run in self.client.search_runs([experiment_id], query)]
+
+    def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """A metric's (step, value) pairs, in step order."""
+        points = self.client.get_metric_history(run_id, key)
+        return sorted((point.step, point.value) for point in points)
+
+    def artifact(self, run_id: str, path: str) -> bytes | None:
+        """An artifact's bytes, or None when the run has no such artifact."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            try:
+                local = self.client.download_artifacts(run_id, path, folder)
+            except Exception:  # MLflow raises several kinds for a missing artifact
+                return None
+            return Path(local).read_bytes()
+
+    def log_folder(self, run_id: str, folder: Path, artifact_path: str) -> None:
+        """Upload a folder (the report) as artifacts of ``run_id``."""
+        self.client.log_artifacts(run_id, str(folder), artifact_path)
+
+
+def _record(run: Any) -> RunRecord:
+    return RunRecord(
+        run_id=run.info.run_id,
+        name=run.info.run_name or "",
+        status=run.info.status,
+        params=dict(run.data.params),
+        tags=dict(run.data.tags),
+        metrics=dict(run.data.metrics),
+    )

@@ -155,11 +155,12 @@ def test_interrupted_trial_is_queued_again(
 
 
 def running_trials(database: Path) -> int:
-    """Running trials with sampled params and a heartbeat: a read-only peek at the worker's
+    """Running trials with a heartbeat and an MLflow run: a read-only peek at the worker's
     storage (creating tables from here would race the worker)."""
     query = (
         "SELECT count(*) FROM trials JOIN trial_heartbeats USING (trial_id) "
-        "JOIN trial_params USING (trial_id) WHERE state='RUNNING'"
+        "JOIN trial_user_attributes USING (trial_id) "
+        "WHERE state='RUNNING' AND key='hptune.mlflow_run_id'"
     )
     try:
         with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
@@ -189,7 +190,7 @@ def test_killed_process_trial_is_failed_and_rerun(
         worker.send_signal(signal.SIGKILL)
         worker.wait()
     monkeypatch.setattr(storage, "GRACE_PERIOD_S", 1)
-    time.sleep(1.5)
+    time.sleep(3)  # heartbeats are stored to the second: wait past the 1 s grace surely
     result = study.optimize(small_study(tmp_path, overrides=("n_trials=1",)))
     dead, retried = result.study.trials
     # The dead process's trial is failed, its parameters run again, and its run is closed.

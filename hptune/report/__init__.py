@@ -1,0 +1,57 @@
+"""``hptune export-report``: a study's report as HTML, Markdown and CSV, from its stores.
+
+Nothing is trained or recomputed from data: the Optuna storage gives the trials, MLflow (read
+through ``hptune.tracking``) gives their curves, confusion matrices and test numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+FORMATS = ("html", "md", "csv")
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    folder: Path
+    files: list[Path]
+
+
+def export_report(
+    study_name: str,
+    storage: str,
+    tracking_uri: str | None,
+    experiment: str,
+    out: Path,
+    formats: tuple[str, ...] = FORMATS,
+    log_to_mlflow: bool = True,
+) -> ReportFiles:
+    """Write the report of ``study_name`` into ``out`` and log it on the study's parent run.
+
+    Raises:
+        HptuneError: the study does not exist in ``storage``.
+    """
+    from hptune.report import render
+    from hptune.report.collect import collect
+    from hptune.report.sections import build
+    from hptune.tracking import StudyReader
+
+    data = collect(study_name, storage, tracking_uri, experiment)
+    sections = build(data)
+    title = f"hptune report: {study_name}"
+    out.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    if "html" in formats:
+        render.write_html(sections, title, out / "report.html")
+        files.append(out / "report.html")
+    if "md" in formats:
+        figures = out / "figures"
+        figures.mkdir(exist_ok=True)
+        render.write_markdown(sections, title, out / "report.md", figures)
+        files.append(out / "report.md")
+    if "csv" in formats:
+        files += render.write_csvs(sections, out)
+    if log_to_mlflow and data.parent is not None:
+        StudyReader(tracking_uri).log_folder(data.parent.run_id, out, "report")
+    return ReportFiles(out, files)
