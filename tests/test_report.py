@@ -95,7 +95,7 @@ def test_the_trials_table_matches_mlflow(report: Path) -> None:
     assert [r["state"] for r in rows] == ["complete", "complete", "pruned", "failed"]
     for row, trial in zip(rows, study.trials, strict=True):
         run_id = trial.user_attrs["hptune.mlflow_run_id"]
-        for column, key in (("val acc", "val/accuracy"), ("train loss", "train/loss")):
+        for column, key in (("val/accuracy", "val/accuracy"), ("train loss", "train/loss")):
             history = client.get_metric_history(run_id, key)
             if not history:
                 assert row[column] == ""  # the diverged trial logged no epoch

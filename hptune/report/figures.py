@@ -46,17 +46,24 @@ def _short(value: object) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def _curves(axes: Axes, data: ReportData, key: str, title: str, **style: object) -> None:
-    ranked = data.ranked()
-    top = {t.number for t in ranked[:TOP_K]}
+def _colours(data: ReportData) -> dict[int, tuple[float, ...]]:
+    """One colour per top trial, by rank, the same in every figure."""
+    palette = matplotlib.colormaps["tab10"]
+    return {t.number: palette(rank) for rank, t in enumerate(data.ranked()[:TOP_K])}
+
+
+def _curves(axes: Axes, data: ReportData, key: str, title: str) -> None:
+    colours = _colours(data)
     drawn = False
-    for trial in data.trials:
+    # Faint trials first, then the top ones best first, so the legend reads by rank.
+    order = [t for t in data.trials if t.number not in colours] + data.ranked()[:TOP_K]
+    for trial in order:
         points = trial.curves.get(key)
         if not points:
             continue
         steps, values = zip(*points, strict=True)
-        if trial.number in top:
-            axes.plot(steps, values, marker=".", label=_label(trial), **style)  # type: ignore[arg-type]
+        if trial.number in colours:
+            axes.plot(steps, values, marker=".", color=colours[trial.number], label=_label(trial))
         else:
             axes.plot(steps, values, color="0.8", linewidth=0.8, zorder=0)
         drawn = True
@@ -103,9 +110,9 @@ def train_vs_val(data: ReportData) -> bytes:
     """Experiment C: train dashed vs validation solid, loss and accuracy, top trials."""
     figure = Figure(figsize=(13, 5.5), layout="constrained")
     loss, accuracy = figure.subplots(1, 2)
-    colours = matplotlib.colormaps["tab10"]
-    for index, trial in enumerate(data.ranked()[:TOP_K]):
-        colour = colours(index % 10)
+    colours = _colours(data)
+    for trial in data.ranked()[:TOP_K]:
+        colour = colours[trial.number]
         for axes, metric in ((loss, "loss"), (accuracy, "accuracy")):
             for split, style in (("train", "--"), ("val", "-")):
                 points = trial.curves.get(f"{split}/{metric}")

@@ -131,7 +131,9 @@ RESULT_METRICS = (
 
 def results(data: ReportData) -> Section:
     names = _param_names(data)
-    columns = ["trial", "state", *names, data.metric, *[c for c, _ in RESULT_METRICS]]
+    # The objective's own column comes first; a metric column would repeat it.
+    metrics = [(column, key) for column, key in RESULT_METRICS if key != data.metric]
+    columns = ["trial", "state", *names, data.metric, *[c for c, _ in metrics]]
     columns += ["best epoch", "fit", "note"]
     rows, highlight = [], None
     best = data.best.trial.number if data.best else None
@@ -144,7 +146,7 @@ def results(data: ReportData) -> Section:
                 trial.state,
                 *[_fmt(trial.params.get(name)) for name in names],
                 _fmt(trial.value),
-                *[_fmt(trial.final(key)) for _, key in RESULT_METRICS],
+                *[_fmt(trial.final(key)) for _, key in metrics],
                 _fmt(trial.best_epoch),
                 _fmt(trial.fit),
                 _fmt(trial.fail_reason),
