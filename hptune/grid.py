@@ -131,3 +131,12 @@ def table_status(study: Study) -> tuple[set[str], set[str]]:
         elif state in (TrialState.WAITING, TrialState.RUNNING):
             pending.add(key)
     return done, pending
+
+
+def stop_when_queue_empty(study: Study, trial: object) -> None:
+    """After each trial of a table: stop once no row waits, so that a worker whose rows were
+    taken by another worker stops instead of sampling rows that are not in the table."""
+    from optuna.trial import TrialState
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        study.stop()

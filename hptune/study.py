@@ -211,7 +211,11 @@ def optimize(config: StudyConfig) -> StudyResult:
     try:
         if n_trials != 0:
             study.optimize(
-                objective, n_trials=n_trials, timeout=config.timeout, catch=TRIAL_FAILURES
+                objective,
+                n_trials=n_trials,
+                timeout=config.timeout,
+                catch=TRIAL_FAILURES,
+                callbacks=[grid.stop_when_queue_empty] if grid.is_exhaustive(config) else [],
             )
         _finish(study, config, splits, tracker, parent, objective.best)
         status = "FINISHED"

@@ -189,3 +189,19 @@ def test_enqueue_skips_rows_that_ran_and_requeues_rows_that_did_not() -> None:
     assert [t.system_attrs["fixed_params"] for t in waiting] == [{"lr": 0.001}, {"lr": 0.0001}]
     # Enqueueing again changes nothing.
     assert grid.enqueue_table(study, rows) == 2
+
+
+def test_a_table_worker_stops_when_no_row_waits() -> None:
+    import optuna
+
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 1.0})
+    ran = []
+
+    def objective(trial: optuna.Trial) -> float:
+        ran.append(trial.suggest_float("x", 0, 10))
+        return 0.0
+
+    # Asked for 5 trials, the worker runs the one queued row and stops rather than sampling.
+    study.optimize(objective, n_trials=5, callbacks=[grid.stop_when_queue_empty])
+    assert ran == [1.0]
