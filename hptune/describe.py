@@ -23,7 +23,7 @@ def describe_study(config: StudyConfig) -> str:
         f"study: {config.name}" + (f"  ({config.source})" if config.source else ""),
         f"objective: {config.objective.resolved_direction} {config.objective.metric}",
         (
-            "sampler: none (every configuration is enqueued, in order)   "
+            f"sampler: {grid.table_kind(config)}, every configuration enqueued in order   "
             if grid.is_exhaustive(config)
             else f"sampler: {config.sampler.name} (seed {config.sampler.seed})   "
         )

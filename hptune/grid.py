@@ -27,6 +27,15 @@ def is_exhaustive(config: StudyConfig) -> bool:
     return bool(config.configurations) or config.sampler.name == "grid" or not config.search_space
 
 
+def table_kind(config: StudyConfig) -> str | None:
+    """How an exhaustive study's table is made ("list x grid", "list", "grid", "one run")."""
+    if not is_exhaustive(config):
+        return None
+    if config.configurations:
+        return "list x grid" if config.search_space else "list"
+    return "grid" if config.search_space else "one run"
+
+
 def param_values(name: str, param: Param) -> list[Choice]:
     """Every value of one parameter on a grid.
 

@@ -189,7 +189,7 @@ def optimize(config: StudyConfig) -> StudyResult:
         study.user_attrs.get(PARENT_RUN_ATTR),
         config.name,
         {
-            "hptune.sampler": config.sampler.name,
+            "hptune.sampler": grid.table_kind(config) or config.sampler.name,
             "hptune.pruner": config.pruner.name,
             "hptune.storage": redact(storage_url(config.storage)),
             "hptune.version": _version(),

@@ -201,3 +201,17 @@ def test_chromium_renders_the_report_with_no_broken_images(report: Path, tmp_pat
     assert int(images.group(1)) >= 8 and broken.group(1) == "0"
     for heading in HEADINGS:
         assert heading.replace("'", "&#x27;") in dom or heading in dom
+
+
+def test_a_study_is_found_from_its_mlflow_experiment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_study(tmp_path, "byexp", "  - {activation: relu, lr: 0.01}\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    code, out, err = invoke("export-report", "--experiment", "byexp", "--storage", storage)
+    assert code == 0, err
+    # No study file: the experiment's parent run names the study; the default folder is used.
+    assert "report: reports/byexp/report.html" in out
+    summary = (tmp_path / "reports" / "byexp" / "summary.csv").read_text()
+    assert "study,byexp" in summary and "list / threshold" in summary
