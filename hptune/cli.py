@@ -6,6 +6,7 @@ code 2, in one place (``_Group.invoke``); programming errors keep their tracebac
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -80,11 +81,18 @@ def optimize(
     from hptune.study import optimize as run_study
     from hptune.studyfile import load_study_file
 
+    # A scheduler's or `timeout`'s SIGTERM stops the study as Ctrl-C does: the running trial is
+    # queued again and its MLflow run closed, instead of waiting for its heartbeat to go stale.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     flags = {"n_trials": n_trials, "timeout": timeout, "train.device": device, "storage": storage}
     extra = [f"{key}={value}" for key, value in flags.items() if value is not None]
     config = load_study_file(study_file, [*overrides, *extra], study_name=study_name)
     result = run_study(config)
     click.echo(summarize_result(result, study_file, study_name))
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _formats(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:

@@ -198,3 +198,26 @@ def test_killed_process_trial_is_failed_and_rerun(
     assert retried.params == dead.params
     statuses = {r.data.tags["hptune.trial"]: r.info.status for r in runs(tracking, "trial")}
     assert statuses == {"0": "FAILED", "1": "FINISHED"}
+
+
+def test_sigterm_stops_like_ctrl_c(tmp_path: Path, mnist_dir: Path, tracking: MlflowClient) -> None:
+    path = study_yaml(tmp_path / "small.yaml", SMALL.replace("epochs: 2", "epochs: 100000"))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "hptune", "optimize", str(path), "--n-trials", "1"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not running_trials(Path("mlruns/optuna.db")):
+            time.sleep(0.5)
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(timeout=60)
+    finally:
+        worker.kill()
+    # The worker exits as after Ctrl-C: its trial queued again, its run closed as KILLED.
+    assert code == 130
+    stored = optuna.load_study(study_name="small", storage=storage.storage_url(None))
+    assert [t.state for t in stored.trials] == [TrialState.FAIL, TrialState.WAITING]
+    (run,) = runs(tracking, "trial")
+    assert run.info.status == "KILLED" and run.data.tags["hptune.state"] == "interrupted"
