@@ -8,6 +8,9 @@ shuffling ``DataLoader`` and a ``.item()`` per batch. hptune's path is ``trainin
 device-resident tensors, exactly as ``hptune optimize`` calls it. Epoch times are medians of the
 epochs after the first (warm-up); both are evaluated on the test set after every epoch.
 
+Batched trials train ``--members`` MLPs as one stacked model (``hptune.batched``) and the same
+trials one after the other, and compare model-epochs per second.
+
 Study throughput runs the same three flagship-style trials (one per activation) both ways:
 hptune through ``hptune.optimize`` (Optuna + MLflow, in a temporary folder), the reference as
 Optuna's PyTorch example does it (the reference loop, ``mlflow.log_metric`` per epoch).
@@ -30,9 +33,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from hptune import data
+from hptune.batched import train_batched
 from hptune.config import DataConfig, ModelConfig, StudyConfig, TrainConfig
 from hptune.models import build_model
-from hptune.training import evaluate, train
+from hptune.training import TrainResult, evaluate, train
 
 MODELS = {  # experiment B's MLP and experiment A's CNN, with their batch sizes
     "mlp": (ModelConfig(hidden_sizes=[256, 128]), 128),
@@ -200,8 +204,53 @@ def study_throughput(device: torch.device, epochs: int, train_subset: int | None
     }
 
 
-def run(device: str, epochs: int, train_subset: int | None, models: list[str]) -> dict[str, Any]:
-    """All rows and the study throughput, as the JSON document ``--json`` writes."""
+def batched_trials(
+    device: torch.device, epochs: int, train_subset: int | None, members: int
+) -> dict:
+    """``members`` trials of experiment B's MLP (learning rates 1e-4 ... 1e-2, own seeds) trained
+    as one stacked model vs one after the other through ``training.train``."""
+    model_config, batch_size = MODELS["mlp"]
+    splits = data.load(DataConfig(train_subset=train_subset), device)
+    configs = [
+        TrainConfig(epochs=epochs, batch_size=batch_size, lr=float(lr))
+        for lr in torch.logspace(-4, -2, members)
+    ]
+    seeds = list(range(members))
+
+    def models() -> list[nn.Module]:
+        built = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            built.append(build_model(model_config, splits.input_shape, 10).to(device))
+        return built
+
+    together = train_batched(models(), splits, configs, seeds)
+    alone = [train(m, splits, c, s) for m, c, s in zip(models(), configs, seeds, strict=True)]
+    batched_epoch = statistics.median(
+        max(r.history[e].metrics["time/epoch_s"] for r in together if isinstance(r, TrainResult))
+        for e in range(1, epochs)
+    )
+    single_epoch = statistics.median(
+        r.metrics["time/epoch_s"] for result in alone for r in result.history[1:]
+    )
+    gaps = [
+        abs(b.history[-1].metrics["val/accuracy"] - a.history[-1].metrics["val/accuracy"])
+        for b, a in zip(together, alone, strict=True)
+        if isinstance(b, TrainResult)
+    ]
+    return {
+        "members": members,
+        "model_epochs_per_s": members / batched_epoch,
+        "single_model_epochs_per_s": 1 / single_epoch,
+        "ratio": members / batched_epoch * single_epoch,
+        "max_val_acc_gap": max(gaps),
+    }
+
+
+def run(
+    device: str, epochs: int, train_subset: int | None, models: list[str], members: int = 8
+) -> dict[str, Any]:
+    """All rows, the study throughput and batched trials, as the JSON ``--json`` writes."""
     resolved = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else device)
     if resolved.type == "auto":
         resolved = torch.device("cpu")
@@ -209,6 +258,7 @@ def run(device: str, epochs: int, train_subset: int | None, models: list[str]) -
     return {
         "results": results,
         "study_throughput": study_throughput(resolved, epochs, train_subset),
+        "batched_trials": batched_trials(resolved, epochs, train_subset, members),
     }
 
 
@@ -230,6 +280,13 @@ def format_table(report: dict[str, Any]) -> str:
         f"reference {throughput['reference_trial_epochs_per_s']:.2f}, "
         f"ratio {throughput['ratio']:.1f}x"
     )
+    batched = report["batched_trials"]
+    lines.append(
+        f"batched trials ({batched['members']} MLPs as one stacked model): "
+        f"{batched['model_epochs_per_s']:.2f} model-epochs/s vs "
+        f"{batched['single_model_epochs_per_s']:.2f} one at a time, "
+        f"ratio {batched['ratio']:.1f}x, largest val-accuracy gap {batched['max_val_acc_gap']:.4f}"
+    )
     return "\n".join(lines)
 
 
@@ -239,11 +296,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=4, help="≥2: the first is a warm-up")
     parser.add_argument("--train-subset", type=int, default=None)
     parser.add_argument("--models", default="mlp,cnn", help="comma-separated: mlp,cnn")
+    parser.add_argument("--members", type=int, default=8, help="trials in the batched run")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be at least 2 (the first epoch is a warm-up)")
-    report = run(args.device, args.epochs, args.train_subset, args.models.split(","))
+    report = run(args.device, args.epochs, args.train_subset, args.models.split(","), args.members)
     print(format_table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

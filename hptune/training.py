@@ -110,7 +110,6 @@ def train(
     optimizer = make_optimizer(model, config)
     scheduler = lookup(SCHEDULERS, config.scheduler, "scheduler")(optimizer, config.epochs)
     generator = torch.Generator(device=device).manual_seed(seed)
-    val_labels = splits.val_y.cpu().numpy()
     layers = weight_layers(model)
     history = []
     predictions = np.empty(0, dtype=np.int64)
@@ -121,36 +120,55 @@ def train(
             model, optimizer, splits.train_x, splits.train_y, config.batch_size, generator
         )
         val_loss, val_predictions = evaluate(model, splits.val_x, splits.val_y)
-        val_correct = (val_predictions == splits.val_y).sum()
-        gradients = gradient_stats(layers)
-        # The one host sync of the epoch (the predictions come along for macro-F1).
-        numbers = torch.stack(
-            [train_loss, train_correct, val_loss, val_correct, *gradients.values()]
-        ).tolist()
-        predictions = val_predictions.cpu().numpy()
+        report, predictions = epoch_report(
+            epoch, splits, lr, started, train_loss, train_correct, val_loss, val_predictions, layers
+        )
         if scheduler is not None:
             scheduler.step()
-        report = EpochReport(
-            epoch,
-            {
-                "train/loss": numbers[0],
-                "train/accuracy": numbers[1] / len(splits.train_y),
-                "val/loss": numbers[2],
-                "val/accuracy": numbers[3] / len(splits.val_y),
-                **macro_scores(val_labels, predictions, len(splits.classes)),
-                "lr": lr,
-                "time/epoch_s": time.perf_counter() - started,
-                **dict(zip(gradients, numbers[4:], strict=True)),
-            },
-        )
-        if not (math.isfinite(numbers[0]) and math.isfinite(numbers[2])):
-            raise Diverged(
-                f"loss is not finite at epoch {epoch} (train {numbers[0]}, val {numbers[2]})"
-            )
         history.append(report)
         if on_epoch is not None:
             on_epoch(report)
     return TrainResult(history, predictions)
+
+
+def epoch_report(
+    epoch: int,
+    splits: Splits,
+    lr: float,
+    started: float,
+    train_loss: torch.Tensor,
+    train_correct: torch.Tensor,
+    val_loss: torch.Tensor,
+    val_predictions: torch.Tensor,
+    layers: dict[str, torch.Tensor],
+) -> tuple[EpochReport, np.ndarray]:
+    """One epoch's metrics from device tensors, read in one host sync; the val predictions.
+
+    Raises:
+        Diverged: the training or validation loss is not finite.
+    """
+    val_correct = (val_predictions == splits.val_y).sum()
+    gradients = gradient_stats(layers)
+    # The one host sync of the epoch (the predictions come along for macro-F1).
+    numbers = torch.stack([train_loss, train_correct, val_loss, val_correct, *gradients.values()])
+    values = numbers.tolist()
+    predictions = val_predictions.cpu().numpy()
+    if not (math.isfinite(values[0]) and math.isfinite(values[2])):
+        raise Diverged(f"loss is not finite at epoch {epoch} (train {values[0]}, val {values[2]})")
+    report = EpochReport(
+        epoch,
+        {
+            "train/loss": values[0],
+            "train/accuracy": values[1] / len(splits.train_y),
+            "val/loss": values[2],
+            "val/accuracy": values[3] / len(splits.val_y),
+            **macro_scores(splits.val_y.cpu().numpy(), predictions, len(splits.classes)),
+            "lr": lr,
+            "time/epoch_s": time.perf_counter() - started,
+            **dict(zip(gradients, values[4:], strict=True)),
+        },
+    )
+    return report, predictions
 
 
 def weight_layers(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ def test_benchmark_writes_the_documented_json(tmp_path: Path, fashion_mnist: Pat
     out = tmp_path / "bench.json"
     bench.main(
         ["--device", "cpu", "--epochs", "2", "--train-subset", "1000", "--models", "mlp",
-         "--json", str(out)]
+         "--members", "3", "--json", str(out)]
     )  # fmt: skip
     report = json.loads(out.read_text())
     (row,) = report["results"]
@@ -30,3 +30,10 @@ def test_benchmark_writes_the_documented_json(tmp_path: Path, fashion_mnist: Pat
     assert throughput["ratio"] == pytest.approx(
         throughput["trial_epochs_per_s"] / throughput["reference_trial_epochs_per_s"]
     )
+    batched = report["batched_trials"]
+    assert batched["members"] == 3
+    assert batched["ratio"] == pytest.approx(
+        batched["model_epochs_per_s"] / batched["single_model_epochs_per_s"]
+    )
+    # The stacked members learn what they learn alone (same seeds and learning rates).
+    assert batched["max_val_acc_gap"] < 0.05

@@ -1,0 +1,188 @@
+"""Batched trials: trials that share an architecture, trained together as one stacked model.
+
+Each member keeps its own ``nn.Module`` (its parameters stay leaf tensors), its own optimizer
+parameter group (learning rate, weight decay), its own data order (a generator seeded with its
+seed) and its own initialization. Each step stacks the members' parameters and runs
+``torch.func.vmap`` over ``functional_call``, so one batched kernel serves every member; the
+sum of the members' losses back-propagates into each member's parameters separately. A member
+whose callback raises (pruned) or whose loss diverges leaves the batch; the others go on.
+Plain torch: no Optuna, no MLflow here.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+from hptune.config import TrainConfig
+from hptune.data import Splits
+from hptune.registry import lookup
+from hptune.training import (
+    EVAL_BATCH_SIZE,
+    OPTIMIZERS,
+    SCHEDULERS,
+    EpochReport,
+    TrainResult,
+    epoch_report,
+    weight_layers,
+)
+
+MemberCallback = Callable[[int, EpochReport], None]
+
+# What members must share to train as one stacked model (lr and weight decay may differ).
+SHARED_FIELDS = ("optimizer", "batch_size", "epochs", "scheduler")
+
+
+def can_batch(configs: Sequence[TrainConfig]) -> bool:
+    """Whether these trials' training settings allow one stacked run."""
+    return all(
+        getattr(c, name) == getattr(configs[0], name) for c in configs for name in SHARED_FIELDS
+    )
+
+
+def train_batched(
+    models: Sequence[nn.Module],
+    splits: Splits,
+    configs: Sequence[TrainConfig],
+    seeds: Sequence[int],
+    on_epoch: MemberCallback | None = None,
+) -> list[TrainResult | BaseException]:
+    """Train same-architecture ``models`` together; return each one's result or the exception
+    that ended it (``Diverged``, or whatever ``on_epoch(member, report)`` raised to stop it).
+
+    Interrupts (``KeyboardInterrupt``) are not caught.
+    """
+    if not can_batch(configs):
+        raise ValueError(f"batched trials must share {', '.join(SHARED_FIELDS)}")
+    first = configs[0]
+    device = splits.train_x.device
+    groups = [
+        {
+            "params": list(model.parameters()),
+            "lr": config.lr,
+            **({} if config.weight_decay is None else {"weight_decay": config.weight_decay}),
+        }
+        for model, config in zip(models, configs, strict=True)
+    ]
+    optimizer = lookup(OPTIMIZERS, first.optimizer, "optimizer")(groups, lr=first.lr)
+    scheduler = lookup(SCHEDULERS, first.scheduler, "scheduler")(optimizer, first.epochs)
+    generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+    stacked = _Stacked(models)
+    layers = [weight_layers(model) for model in models]
+    histories: list[list[EpochReport]] = [[] for _ in models]
+    outcomes: list[TrainResult | BaseException | None] = [None] * len(models)
+    predictions: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(models)
+    for epoch in range(1, first.epochs + 1):
+        active = [k for k, outcome in enumerate(outcomes) if outcome is None]
+        if not active:
+            break
+        started = time.perf_counter()
+        losses, correct = _train_epoch(
+            stacked, optimizer, splits, first.batch_size, active, generators
+        )
+        val_losses, val_predictions = _evaluate(stacked, splits.val_x, splits.val_y, active)
+        for slot, k in enumerate(active):
+            try:
+                report, predictions[k] = epoch_report(
+                    epoch,
+                    splits,
+                    optimizer.param_groups[k]["lr"],
+                    started,
+                    losses[slot],
+                    correct[slot],
+                    val_losses[slot],
+                    val_predictions[slot],
+                    layers[k],
+                )
+                histories[k].append(report)
+                if on_epoch is not None:
+                    on_epoch(k, report)
+            except Exception as stop:  # pruned or diverged: this member leaves the batch
+                outcomes[k] = stop
+        if scheduler is not None:
+            scheduler.step()
+    return [
+        TrainResult(histories[k], predictions[k]) if outcome is None else outcome
+        for k, outcome in enumerate(outcomes)
+    ]
+
+
+class _Stacked:
+    """The members' parameters stacked along a new first dimension, through one module."""
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        self.models = models
+        self.names = [name for name, _ in models[0].named_parameters()]
+        # A parameter-free copy gives functional_call the architecture.
+        self.base = copy.deepcopy(models[0]).to("meta")
+
+    def parameters(self, members: Sequence[int]) -> dict[str, torch.Tensor]:
+        owned = [dict(self.models[k].named_parameters()) for k in members]
+        return {name: torch.stack([params[name] for params in owned]) for name in self.names}
+
+    def forward(self, params: dict[str, torch.Tensor], x: torch.Tensor, shared: bool) -> Any:
+        """Logits (members, batch, classes); ``shared`` inputs are the same for every member."""
+        call = vmap(
+            lambda p, inputs: functional_call(self.base, p, (inputs,)),
+            in_dims=(0, None if shared else 0),
+            randomness="different",  # each member draws its own dropout masks
+        )
+        return call(params, x)
+
+
+def _train_epoch(
+    stacked: _Stacked,
+    optimizer: torch.optim.Optimizer,
+    splits: Splits,
+    batch_size: int,
+    active: list[int],
+    generators: list[torch.Generator],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One shuffled pass per active member; (mean batch loss, correct count) per member."""
+    x, y = splits.train_x, splits.train_y
+    stacked.base.train()
+    orders = torch.stack(
+        [torch.randperm(len(x), device=x.device, generator=generators[k]) for k in active]
+    )
+    loss_sum = torch.zeros(len(active), device=x.device)
+    correct = torch.zeros(len(active), device=x.device, dtype=torch.long)
+    for start in range(0, len(x), batch_size):
+        index = orders[:, start : start + batch_size]
+        inputs, targets = x[index], y[index]
+        logits = stacked.forward(stacked.parameters(active), inputs, shared=False)
+        losses = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+        losses = losses.view(len(active), -1).mean(dim=1)
+        optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()  # member k's loss reaches only member k's parameters
+        optimizer.step()
+        loss_sum += losses.detach() * index.shape[1]
+        correct += (logits.detach().argmax(dim=2) == targets).sum(dim=1)
+    return loss_sum / len(x), correct
+
+
+@torch.no_grad()
+def _evaluate(
+    stacked: _Stacked, x: torch.Tensor, y: torch.Tensor, active: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy and predicted classes per active member, on shared inputs."""
+    stacked.base.eval()
+    params = {name: p.detach() for name, p in stacked.parameters(active).items()}
+    loss_sum = torch.zeros(len(active), device=x.device)
+    predictions = []
+    for start in range(0, len(x), EVAL_BATCH_SIZE):
+        logits = stacked.forward(params, x[start : start + EVAL_BATCH_SIZE], shared=True)
+        targets = y[start : start + EVAL_BATCH_SIZE]
+        losses = F.cross_entropy(
+            logits.flatten(0, 1), targets.repeat(len(active)), reduction="none"
+        )
+        loss_sum += losses.view(len(active), -1).sum(dim=1)
+        predictions.append(logits.argmax(dim=2))
+    return loss_sum / len(x), torch.cat(predictions, dim=1)
