@@ -191,6 +191,11 @@ def optimize(config: StudyConfig) -> StudyResult:
         {
             "hptune.sampler": grid.table_kind(config) or config.sampler.name,
             "hptune.pruner": config.pruner.name,
+            "hptune.validation": (
+                "test set"
+                if config.data.validation == "test"
+                else f"split {config.data.val_fraction:g} of the training set"
+            ),
             "hptune.storage": redact(storage_url(config.storage)),
             "hptune.version": _version(),
             **({"mlflow.source.git.commit": commit} if (commit := _git_commit(config)) else {}),

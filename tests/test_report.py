@@ -215,3 +215,4 @@ def test_a_study_is_found_from_its_mlflow_experiment(
     assert "report: reports/byexp/report.html" in out
     summary = (tmp_path / "reports" / "byexp" / "summary.csv").read_text()
     assert "study,byexp" in summary and "list / threshold" in summary
+    assert "validation,split 0.2 of the training set" in summary

@@ -158,3 +158,20 @@ def test_diverging_activations_are_recorded_and_the_study_goes_on(mnist_dir: Pat
     # Failures are results with their reason; the other configurations still ran.
     assert failed and all("not finite" in t.user_attrs["fail_reason"] for t in failed)
     assert "configurations: 15 of 15 run" in out
+
+
+def test_a_report_of_experiment_a_says_validation_is_the_test_set(fashion_mnist: Path) -> None:
+    name = "fashion_cnn_activation_optimizer"
+    path = STUDIES / f"{name}.yaml"
+    code, _, err = invoke(
+        "optimize", str(path), "--device", "cpu", "--n-trials", "2", "--set", "train.epochs=1",
+        "--set", "data.train_subset=1000", "--set", "data.test_subset=300",
+    )  # fmt: skip
+    assert code == 0, err
+    code, _, err = invoke("export-report", str(path))
+    assert code == 0, err
+    page = (Path("reports") / name / "report.html").read_text()
+    # The report repeats the study file's warning: val/* numbers are test-set numbers.
+    assert "Validation is the test set" in page
+    # Only 2 of the 6 rows ran (--n-trials 2); the others are still queued, not lost.
+    assert "2: 2 complete" in page

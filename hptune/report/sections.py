@@ -91,6 +91,7 @@ def summary(data: ReportData) -> Section:
             f"{counts['failed']} failed"
             + (f", {counts['running']} running" if counts["running"] else ""),
         ],
+        ["validation", tags.get("hptune.validation", "unknown")],
         ["wall time", f"{wall / 60:.1f} min" if wall is not None else "no trial ran"],
         ["device", ", ".join(_devices(data)) or "unknown"],
         ["Optuna storage", data.storage],
@@ -109,6 +110,13 @@ def summary(data: ReportData) -> Section:
     blocks: list[Text | Table | Image] = [Table(["item", "value"], rows, csv_name="summary.csv")]
     if counts["running"]:
         blocks.insert(0, Text("The study is still running: this report shows what exists so far."))
+    if tags.get("hptune.validation") == "test set":
+        blocks.append(
+            Text(
+                "Validation is the test set, as the experiment this study reproduces did: every "
+                "val/* number here is a test-set number, and the best trial was chosen on it."
+            )
+        )
     return Section("1. Summary", blocks)
 
 
