@@ -6,6 +6,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import optuna
 
 from hptune.config import Choice, StudyConfig
@@ -44,10 +45,18 @@ def grid_points(config: StudyConfig) -> dict[str, list[Choice]]:
         raise ConfigError(_where(config) + problem for problem in error.problems) from None
 
 
-def build_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
-    """The configured sampler, its options checked by its own constructor."""
+def build_sampler(config: StudyConfig, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
+    """The configured sampler, its options checked by its own constructor.
+
+    ``resumed_at`` is the number of trials the study already has. A resumed study's sampler
+    gets a seed derived from it: reseeding with the file's seed would replay the random draws
+    of the first invocation and repeat its trials.
+    """
     factory = lookup(SAMPLERS, config.sampler.name, "sampler")
-    options: dict[str, Any] = {**config.sampler.options, "seed": config.sampler.seed}
+    seed = config.sampler.seed
+    if seed is not None and resumed_at:
+        seed = int(np.random.SeedSequence([seed, resumed_at]).generate_state(1)[0])
+    options: dict[str, Any] = {**config.sampler.options, "seed": seed}
     if config.sampler.name == "grid":
         options["search_space"] = grid_points(config)
     return _construct(factory, options, f"{_where(config)}sampler.options")

@@ -166,6 +166,7 @@ def open_study(config: StudyConfig) -> optuna.Study:
             "search space or objective; continue it with the old file, or start a new study "
             "with --study-name NEW"
         )
+    study.sampler = build_sampler(config, resumed_at=len(study.get_trials(deepcopy=False)))
     return study
 
 

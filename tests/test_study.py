@@ -221,3 +221,13 @@ def test_sigterm_stops_like_ctrl_c(tmp_path: Path, mnist_dir: Path, tracking: Ml
     assert [t.state for t in stored.trials] == [TrialState.FAIL, TrialState.WAITING]
     (run,) = runs(tracking, "trial")
     assert run.info.status == "KILLED" and run.data.tags["hptune.state"] == "interrupted"
+
+
+def test_a_resumed_study_does_not_replay_its_random_draws(tmp_path: Path, mnist_dir: Path) -> None:
+    text = SMALL.replace("pruner: {name: none}", "pruner: {name: none}\nsampler: {name: random}")
+    study.optimize(small_study(tmp_path, text, ("n_trials=2", "train.epochs=1")))
+    result = study.optimize(small_study(tmp_path, text, ("n_trials=2", "train.epochs=1")))
+    learning_rates = [t.params["lr"] for t in result.study.trials]
+    # The second run's sampler is seeded from the study's history, not the file's seed alone,
+    # so it does not draw the first run's learning rates again.
+    assert len(set(learning_rates)) == 4
