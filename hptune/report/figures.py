@@ -37,9 +37,15 @@ def png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _label(trial: TrialData) -> str:
-    params = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
-    return f"#{trial.number} {params}"[:60]
+def _label(trial: TrialData, limit: int = 64) -> str:
+    """``#N k=v, k=v, ...``, cut at a parameter boundary so no value is shown half."""
+    label = f"#{trial.number}"
+    for key, value in trial.params.items():
+        part = f" {key}={_short(value)}"
+        if len(label) + len(part) > limit:
+            return label + " …"
+        label += part
+    return label
 
 
 def _short(value: object) -> str:
@@ -69,6 +75,7 @@ def _curves(axes: Axes, data: ReportData, key: str, title: str) -> None:
         drawn = True
     if not drawn:
         raise Unavailable(f"no trial logged {key}")
+    _zoom(axes, [v for t in data.ranked()[:TOP_K] for _, v in t.curves.get(key, [])])
     axes.set_title(title)
     _epochs(axes)
     axes.set_ylabel(key)
@@ -78,6 +85,14 @@ def _curves(axes: Axes, data: ReportData, key: str, title: str) -> None:
 def _epochs(axes: Axes) -> None:
     axes.set_xlabel("epoch")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _zoom(axes: Axes, values: list[float]) -> None:
+    """Scale the y axis to the coloured curves; faint ones may run off it."""
+    if values:
+        low, high = min(values), max(values)
+        margin = max(high - low, 1e-3) * 0.08
+        axes.set_ylim(low - margin, high + margin)
 
 
 def comparison(data: ReportData) -> bytes:
