@@ -139,6 +139,8 @@ def collect(study_name: str, storage: str, tracking_uri: str | None, experiment:
         if run_id in runs:
             trial.curves = {key: reader.history(run_id, key) for key in CURVES}
             trial.device = runs[run_id].params.get("device")
+            # A dead worker's trial has its reason only on the run hptune closed for it.
+            trial.fail_reason = trial.fail_reason or runs[run_id].tags.get("hptune.fail_reason")
         trials.append(trial)
     data = ReportData(study, storage, reader.tracking_uri, experiment, parent, trials, best=None)
     data.best = _best(data, reader)
