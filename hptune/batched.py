@@ -76,6 +76,7 @@ def train_batched(
     scheduler = lookup(SCHEDULERS, first.scheduler, "scheduler")(optimizer, first.epochs)
     generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
     stacked = _Stacked(models)
+    val_labels = splits.val_y.cpu().numpy()
     layers = [weight_layers(model) for model in models]
     histories: list[list[EpochReport]] = [[] for _ in models]
     outcomes: list[TrainResult | BaseException | None] = [None] * len(models)
@@ -91,15 +92,14 @@ def train_batched(
         val_losses, val_predictions = _evaluate(stacked, splits.val_x, splits.val_y, active)
         for slot, k in enumerate(active):
             try:
+                outcome = (losses[slot], correct[slot], val_losses[slot], val_predictions[slot])
                 report, predictions[k] = epoch_report(
                     epoch,
                     splits,
+                    val_labels,
                     optimizer.param_groups[k]["lr"],
                     started,
-                    losses[slot],
-                    correct[slot],
-                    val_losses[slot],
-                    val_predictions[slot],
+                    outcome,
                     layers[k],
                 )
                 histories[k].append(report)
@@ -123,6 +123,15 @@ class _Stacked:
         self.names = [name for name, _ in models[0].named_parameters()]
         # A parameter-free copy gives functional_call the architecture.
         self.base = copy.deepcopy(models[0]).to("meta")
+        # Built once: per member inputs (training) and inputs shared by all (evaluation).
+        self.per_member, self.shared = (
+            vmap(
+                lambda p, inputs: functional_call(self.base, p, (inputs,)),
+                in_dims=(0, in_dim),
+                randomness="different",  # each member draws its own dropout masks
+            )
+            for in_dim in (0, None)
+        )
 
     def parameters(self, members: Sequence[int]) -> dict[str, torch.Tensor]:
         owned = [dict(self.models[k].named_parameters()) for k in members]
@@ -130,12 +139,7 @@ class _Stacked:
 
     def forward(self, params: dict[str, torch.Tensor], x: torch.Tensor, shared: bool) -> Any:
         """Logits (members, batch, classes); ``shared`` inputs are the same for every member."""
-        call = vmap(
-            lambda p, inputs: functional_call(self.base, p, (inputs,)),
-            in_dims=(0, None if shared else 0),
-            randomness="different",  # each member draws its own dropout masks
-        )
-        return call(params, x)
+        return (self.shared if shared else self.per_member)(params, x)
 
 
 def _train_epoch(

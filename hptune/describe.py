@@ -74,9 +74,8 @@ def _trials_per_run(config: StudyConfig) -> str:
     if not grid.is_exhaustive(config):
         return str(config.n_trials)
     every = "every configuration not run yet"
-    if "n_trials" in config.model_fields_set and config.n_trials is not None:
-        return f"{config.n_trials} at most ({every})"
-    return every
+    explicit = grid.explicit_n_trials(config)
+    return every if explicit is None else f"{explicit} at most ({every})"
 
 
 def summarize_result(result: StudyResult, study_file: Path, study_name: str | None) -> str:

@@ -13,18 +13,22 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from hptune.attrs import FAIL_REASON_ATTR
 from hptune.config import CategoricalParam, Choice, FloatParam, IntParam, Param, StudyConfig
 from hptune.errors import ConfigError
 
 if TYPE_CHECKING:
     from optuna import Study
 
-FAIL_REASON_ATTR = "fail_reason"  # a trial user attr: why a trial failed as a recorded result
-
 
 def is_exhaustive(config: StudyConfig) -> bool:
     """Whether the study runs a fixed table of configurations rather than sampling."""
     return bool(config.configurations) or config.sampler.name == "grid" or not config.search_space
+
+
+def explicit_n_trials(config: StudyConfig) -> int | None:
+    """``n_trials`` when the file or the command line set it; a table's default is its rest."""
+    return config.n_trials if "n_trials" in config.model_fields_set else None
 
 
 def table_kind(config: StudyConfig) -> str | None:

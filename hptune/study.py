@@ -16,9 +16,15 @@ import optuna
 import torch
 
 from hptune import data, grid, space
+from hptune.attrs import (
+    FAIL_REASON_ATTR,
+    FINGERPRINT_ATTR,
+    FIT_ATTR,
+    RETRY_OF_ATTR,
+    RUN_ID_ATTR,
+)
 from hptune.config import Choice, StudyConfig, TrainConfig
 from hptune.errors import HptuneError, StudyConflictError
-from hptune.grid import FAIL_REASON_ATTR
 from hptune.metrics import classification_details, curve_summary, fit_diagnosis
 from hptune.models import build_model
 from hptune.plots import gallery_figure
@@ -28,11 +34,7 @@ from hptune.storage import open_storage, redact, storage_url
 from hptune.tracking import PARENT_RUN_ATTR, StudyTracker, TrialRun, resolve_tracking_uri
 from hptune.training import Diverged, EpochReport, TrainResult, evaluate, seed_everything, train
 
-FINGERPRINT_ATTR = "hptune.fingerprint"
-RETRY_OF_ATTR = "hptune.retry_of"
-RUN_ID_ATTR = "hptune.mlflow_run_id"
 GALLERY_SIZE = 8  # test images shown with true vs predicted labels (experiment A)
-FIT_ATTR = "hptune.fit"  # the fit diagnosis, a trial user attr and an MLflow tag
 
 # A trial ending in one of these is a recorded result (a FAILED trial), and the study goes on.
 TRIAL_FAILURES: tuple[type[Exception], ...] = (Diverged, torch.OutOfMemoryError)
@@ -205,12 +207,13 @@ def optimize(config: StudyConfig) -> StudyResult:
     )
     study.set_user_attr(PARENT_RUN_ATTR, parent)
     _close_dead_trials(study, tracker)
+    rows = grid.table(config) if grid.is_exhaustive(config) else None
     n_trials = config.n_trials
-    if grid.is_exhaustive(config):
-        queued = grid.enqueue_table(study, grid.table(config))
+    if rows is not None:
         # A table's default is "every row not run yet"; an explicit n_trials runs fewer.
-        explicit = "n_trials" in config.model_fields_set and config.n_trials is not None
-        n_trials = min(config.n_trials or queued, queued) if explicit else queued
+        queued = grid.enqueue_table(study, rows)
+        explicit = grid.explicit_n_trials(config)
+        n_trials = queued if explicit is None else min(explicit, queued)
     progress = Progress(n_trials, config.train.epochs)
     objective = _Objective(config, splits, device, tracker, parent, progress)
     status = "FAILED"
@@ -221,7 +224,7 @@ def optimize(config: StudyConfig) -> StudyResult:
                 n_trials=n_trials,
                 timeout=config.timeout,
                 catch=TRIAL_FAILURES,
-                callbacks=[grid.stop_when_queue_empty] if grid.is_exhaustive(config) else [],
+                callbacks=[grid.stop_when_queue_empty] if rows is not None else [],
             )
         _finish(study, config, splits, tracker, parent, objective.best)
         status = "FINISHED"
@@ -234,11 +237,11 @@ def optimize(config: StudyConfig) -> StudyResult:
     result = StudyResult(
         study, storage_url(config.storage), tracker.tracking_uri, config.experiment_name
     )
-    if grid.is_exhaustive(config):
-        rows = {grid.row_key(row) for row in grid.table(config)}
+    if rows is not None:
+        keys = {grid.row_key(row) for row in rows}
         done, _ = grid.table_status(study)
         result = dataclasses.replace(
-            result, configurations=len(rows), configurations_run=len(rows & done)
+            result, configurations=len(keys), configurations_run=len(keys & done)
         )
     return result
 

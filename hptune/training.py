@@ -110,6 +110,7 @@ def train(
     optimizer = make_optimizer(model, config)
     scheduler = lookup(SCHEDULERS, config.scheduler, "scheduler")(optimizer, config.epochs)
     generator = torch.Generator(device=device).manual_seed(seed)
+    val_labels = splits.val_y.cpu().numpy()  # host copy once, for macro scores each epoch
     layers = weight_layers(model)
     history = []
     predictions = np.empty(0, dtype=np.int64)
@@ -121,7 +122,13 @@ def train(
         )
         val_loss, val_predictions = evaluate(model, splits.val_x, splits.val_y)
         report, predictions = epoch_report(
-            epoch, splits, lr, started, train_loss, train_correct, val_loss, val_predictions, layers
+            epoch,
+            splits,
+            val_labels,
+            lr,
+            started,
+            (train_loss, train_correct, val_loss, val_predictions),
+            layers,
         )
         if scheduler is not None:
             scheduler.step()
@@ -134,19 +141,19 @@ def train(
 def epoch_report(
     epoch: int,
     splits: Splits,
+    val_labels: np.ndarray,
     lr: float,
     started: float,
-    train_loss: torch.Tensor,
-    train_correct: torch.Tensor,
-    val_loss: torch.Tensor,
-    val_predictions: torch.Tensor,
+    outcome: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
     layers: dict[str, torch.Tensor],
 ) -> tuple[EpochReport, np.ndarray]:
-    """One epoch's metrics from device tensors, read in one host sync; the val predictions.
+    """One epoch's metrics from its device tensors (train loss, train correct count, val loss,
+    val predictions), read in one host sync; also the val predictions on the host.
 
     Raises:
         Diverged: the training or validation loss is not finite.
     """
+    train_loss, train_correct, val_loss, val_predictions = outcome
     val_correct = (val_predictions == splits.val_y).sum()
     gradients = gradient_stats(layers)
     # The one host sync of the epoch (the predictions come along for macro-F1).
@@ -162,7 +169,7 @@ def epoch_report(
             "train/accuracy": values[1] / len(splits.train_y),
             "val/loss": values[2],
             "val/accuracy": values[3] / len(splits.val_y),
-            **macro_scores(splits.val_y.cpu().numpy(), predictions, len(splits.classes)),
+            **macro_scores(val_labels, predictions, len(splits.classes)),
             "lr": lr,
             "time/epoch_s": time.perf_counter() - started,
             **dict(zip(gradients, values[4:], strict=True)),

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from hptune import grid
+from hptune.attrs import FAIL_REASON_ATTR
 from hptune.errors import ConfigError
 from hptune.studyfile import load_study_file
 from tests.conftest import study_yaml
@@ -167,7 +168,7 @@ def test_enqueue_skips_rows_that_ran_and_requeues_rows_that_did_not() -> None:
     lr = {"lr": CategoricalDistribution([0.1, 0.01, 0.001, 0.0001])}
     for value, state, attrs in (
         (0.1, optuna.trial.TrialState.COMPLETE, {}),
-        (0.01, optuna.trial.TrialState.FAIL, {grid.FAIL_REASON_ATTR: "loss is not finite"}),
+        (0.01, optuna.trial.TrialState.FAIL, {FAIL_REASON_ATTR: "loss is not finite"}),
         (0.001, optuna.trial.TrialState.FAIL, {}),  # interrupted, and already queued again
         (0.0001, optuna.trial.TrialState.FAIL, {}),  # crashed, nothing queued
     ):

@@ -62,6 +62,14 @@ def test_the_flagship_searches_both_families_with_conditional_mlp_parameters() -
         assert config.search_space[name].when == {"family": "mlp"}
 
 
+def runs_of(experiment: str, role: str) -> list:
+    """The MLflow runs of one study, by role (``study`` or ``trial``)."""
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no MLflow experiment {experiment!r}"
+    return client.search_runs([found.experiment_id], f"tags.`hptune.role` = '{role}'")
+
+
 def trials_of(name: str) -> list[optuna.trial.FrozenTrial]:
     study = optuna.load_study(
         study_name=name, storage=storage.open_storage(storage.storage_url(None))
@@ -114,9 +122,7 @@ def test_experiment_c_fit_regimes_run_once_with_a_fit_label(mnist_dir: Path) -> 
     run_twice(STUDIES / f"{name}.yaml", "train.epochs=3", "data.train_subset=150")
     trials = assert_each_row_ran_once(name)
     assert len(trials) == 3
-    client = MlflowClient()
-    (experiment,) = [e for e in client.search_experiments() if e.name == name]
-    runs = client.search_runs([experiment.experiment_id], "tags.`hptune.role` = 'trial'")
+    runs = runs_of(name, "trial")
     # Every trial is diagnosed with one of the three documented labels, in MLflow and Optuna.
     assert {r.data.tags["hptune.fit"] for r in runs} <= {"under-fit", "good fit", "over-fit"}
     assert len(runs) == 3
@@ -131,16 +137,14 @@ def test_experiment_e_selects_by_macro_f1_and_tests_only_that_run(fashion_mnist:
     run_twice(STUDIES / f"{name}.yaml", "train.epochs=1", "data.train_subset=2000")
     trials = assert_each_row_ran_once(name)
     assert len(trials) == 12
-    client = MlflowClient()
-    (experiment,) = [e for e in client.search_experiments() if e.name == name]
-    (parent,) = client.search_runs([experiment.experiment_id], "tags.`hptune.role` = 'study'")
+    (parent,) = runs_of(name, "study")
     best = max(
         (t for t in trials if t.state == optuna.trial.TrialState.COMPLETE),
         key=lambda t: t.value or 0.0,
     )
     # The best run is the one with the highest val macro-F1, and the parent holds its test scores.
     assert parent.data.tags["best_trial_run_id"] == best.user_attrs["hptune.mlflow_run_id"]
-    best_run = client.get_run(best.user_attrs["hptune.mlflow_run_id"])
+    best_run = MlflowClient().get_run(best.user_attrs["hptune.mlflow_run_id"])
     assert best_run.data.metrics["val/f1_macro"] == pytest.approx(best.value)
     assert {"test/accuracy", "test/f1_macro"} <= set(parent.data.metrics)
 

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from hptune import storage, study
+from hptune.attrs import RETRY_OF_ATTR
 from hptune.config import StudyConfig
 from hptune.errors import StudyConflictError
 from hptune.studyfile import load_study_file
@@ -151,7 +152,7 @@ def test_interrupted_trial_is_queued_again(
     # The rerun repeats the interrupted parameters instead of losing them.
     assert first.state == TrialState.FAIL and again.state == TrialState.COMPLETE
     assert again.params == first.params
-    assert again.user_attrs[study.RETRY_OF_ATTR] == 0
+    assert again.user_attrs[RETRY_OF_ATTR] == 0
 
 
 def running_trials(database: Path) -> int:
@@ -169,26 +170,29 @@ def running_trials(database: Path) -> int:
         return 0
 
 
-def test_killed_process_trial_is_failed_and_rerun(
-    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def start_worker_in_a_trial(tmp_path: Path) -> subprocess.Popen[bytes]:
+    """A real ``hptune optimize`` process, returned once its trial is running and logged."""
     path = study_yaml(tmp_path / "small.yaml", SMALL.replace("epochs: 2", "epochs: 100000"))
     worker = subprocess.Popen(
         [sys.executable, "-m", "hptune", "optimize", str(path), "--n-trials", "1"],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
     )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            if running_trials(Path("mlruns/optuna.db")):
-                break
-        else:
+    deadline = time.monotonic() + 60
+    while not running_trials(Path("mlruns/optuna.db")):
+        if time.monotonic() > deadline:
+            worker.kill()
             pytest.fail("the worker never started a trial")
-    finally:
-        worker.send_signal(signal.SIGKILL)
-        worker.wait()
+        time.sleep(0.5)
+    return worker
+
+
+def test_killed_process_trial_is_failed_and_rerun(
+    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = start_worker_in_a_trial(tmp_path)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
     monkeypatch.setattr(storage, "GRACE_PERIOD_S", 1)
     time.sleep(3)  # heartbeats are stored to the second: wait past the 1 s grace surely
     result = study.optimize(small_study(tmp_path, overrides=("n_trials=1",)))
@@ -201,17 +205,9 @@ def test_killed_process_trial_is_failed_and_rerun(
 
 
 def test_sigterm_stops_like_ctrl_c(tmp_path: Path, mnist_dir: Path, tracking: MlflowClient) -> None:
-    path = study_yaml(tmp_path / "small.yaml", SMALL.replace("epochs: 2", "epochs: 100000"))
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "hptune", "optimize", str(path), "--n-trials", "1"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
-    )
+    worker = start_worker_in_a_trial(tmp_path)
+    worker.send_signal(signal.SIGTERM)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not running_trials(Path("mlruns/optuna.db")):
-            time.sleep(0.5)
-        worker.send_signal(signal.SIGTERM)
         code = worker.wait(timeout=60)
     finally:
         worker.kill()

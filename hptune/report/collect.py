@@ -9,11 +9,11 @@ from typing import Any
 
 import optuna
 
+from hptune.attrs import FAIL_REASON_ATTR, FINGERPRINT_ATTR, FIT_ATTR, RUN_ID_ATTR
 from hptune.errors import HptuneError
 from hptune.storage import open_storage, redact
 from hptune.tracking import RunRecord, StudyReader
 
-RUN_ID_ATTR = "hptune.mlflow_run_id"
 CURVES = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "val/f1_macro")
 
 
@@ -70,7 +70,7 @@ class ReportData:
     @property
     def metric(self) -> str:
         """The objective's metric key, as recorded in the study's fingerprint."""
-        fingerprint = self.study.user_attrs.get("hptune.fingerprint")
+        fingerprint = self.study.user_attrs.get(FINGERPRINT_ATTR)
         return str(json.loads(fingerprint)["objective"]) if fingerprint else "objective"
 
     @property
@@ -132,8 +132,8 @@ def collect(study_name: str, storage: str, tracking_uri: str | None, experiment:
             value=frozen.value,
             params=dict(frozen.params),
             run_id=run_id,
-            fit=frozen.user_attrs.get("hptune.fit"),
-            fail_reason=frozen.user_attrs.get("fail_reason"),
+            fit=frozen.user_attrs.get(FIT_ATTR),
+            fail_reason=frozen.user_attrs.get(FAIL_REASON_ATTR),
             distributions=dict(frozen.distributions),
         )
         if run_id in runs:
@@ -143,18 +143,17 @@ def collect(study_name: str, storage: str, tracking_uri: str | None, experiment:
             trial.fail_reason = trial.fail_reason or runs[run_id].tags.get("hptune.fail_reason")
         trials.append(trial)
     data = ReportData(study, storage, reader.tracking_uri, experiment, parent, trials, best=None)
-    data.best = _best(data, reader)
+    data.best = _best(data, reader, runs)
     return data
 
 
-def _best(data: ReportData, reader: StudyReader) -> BestData | None:
+def _best(data: ReportData, reader: StudyReader, runs: dict[str, RunRecord]) -> BestData | None:
     ranked = data.ranked()
-    if not ranked or ranked[0].run_id is None:
+    trial = ranked[0] if ranked else None
+    run_id = trial.run_id if trial else None
+    if trial is None or run_id is None:
         return None
-    trial = ranked[0]
-    run_id = trial.run_id
-    assert run_id is not None
-    run_keys = reader.client.get_run(run_id).data.metrics
+    run_keys = runs[run_id].metrics if run_id in runs else {}
     layer_curves = {
         key: reader.history(run_id, key) for key in sorted(run_keys) if key.startswith("grad/")
     }

@@ -155,21 +155,26 @@ def macro_f1(data: ReportData) -> bytes:
     return png(figure)
 
 
+def _per_layer(axes: Axes, best: BestData, stat: str) -> dict[str, list[tuple[int, float]]]:
+    """Plot ``grad/<layer>/<stat>`` of every weight layer over epochs; return the curves."""
+    curves = {k.split("/")[1]: v for k, v in best.layer_curves.items() if k.endswith(f"/{stat}")}
+    if not curves:
+        raise Unavailable("the best trial logged no gradient statistics")
+    for layer, points in curves.items():
+        steps, values = zip(*points, strict=True)
+        axes.plot(steps, values, marker=".", label=layer)
+    _epochs(axes)
+    axes.legend(fontsize=8)
+    return curves
+
+
 def gradient_flow(best: BestData) -> bytes:
     """Experiment B: mean |grad| per weight layer over epochs (log) and at the final epoch."""
-    means = {k.split("/")[1]: v for k, v in best.layer_curves.items() if k.endswith("/mean_abs")}
-    if not means:
-        raise Unavailable("the best trial logged no gradient statistics")
     figure = Figure(figsize=(13, 4.8), layout="constrained")
     over_time, final = figure.subplots(1, 2)
-    for layer, points in means.items():
-        steps, values = zip(*points, strict=True)
-        over_time.plot(steps, values, marker=".", label=layer)
+    means = _per_layer(over_time, best, "mean_abs")
     over_time.set_yscale("log")
-    over_time.set(
-        title="Gradient flow: mean |grad| per layer", xlabel="epoch", ylabel="mean |grad|"
-    )
-    over_time.legend(fontsize=8)
+    over_time.set(title="Gradient flow: mean |grad| per layer", ylabel="mean |grad|")
     final.bar(list(means), [points[-1][1] for points in means.values()], color="tab:orange")
     final.set_yscale("log")
     final.set(title="Mean |grad| at the final epoch", xlabel="layer", ylabel="mean |grad|")
@@ -178,17 +183,10 @@ def gradient_flow(best: BestData) -> bytes:
 
 def dead_neurons(best: BestData) -> bytes:
     """Experiment B: % exactly-zero gradients per layer over epochs."""
-    zeros = {k.split("/")[1]: v for k, v in best.layer_curves.items() if k.endswith("/zero_pct")}
-    if not zeros:
-        raise Unavailable("the best trial logged no gradient statistics")
     figure = Figure(figsize=(9, 4.8), layout="constrained")
     axes = figure.add_subplot()
-    for layer, points in zeros.items():
-        steps, values = zip(*points, strict=True)
-        axes.plot(steps, values, marker=".", label=layer)
+    _per_layer(axes, best, "zero_pct")
     axes.set(title="Dead-neuron indicator: % zero gradients", ylabel="% zero")
-    _epochs(axes)
-    axes.legend(fontsize=8)
     return png(figure)
 
 
