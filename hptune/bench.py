@@ -36,7 +36,7 @@ from hptune import data
 from hptune.batched import train_batched
 from hptune.config import DataConfig, ModelConfig, StudyConfig, TrainConfig
 from hptune.models import build_model
-from hptune.training import TrainResult, evaluate, train
+from hptune.training import TrainResult, evaluate, train, uses_cuda_graphs
 
 MODELS = {  # experiment B's MLP and experiment A's CNN, with their batch sizes
     "mlp": (ModelConfig(hidden_sizes=[256, 128]), 128),
@@ -116,12 +116,21 @@ def compare_model(name: str, device: torch.device, epochs: int, train_subset: in
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
     model = build_model(model_config, shape, 10).to(device)
-    history = train(model, splits, TrainConfig(epochs=epochs, batch_size=batch_size), 0).history
+    config = TrainConfig(epochs=epochs, batch_size=batch_size)
+    history = train(model, splits, config, 0).history
     hp_times = [report.metrics["time/epoch_s"] for report in history]
     _, predictions = evaluate(model, splits.test_x, splits.test_y)
     hp_acc = (predictions == splits.test_y).float().mean().item()
 
     ref_epoch, hp_epoch = statistics.median(ref_times[1:]), statistics.median(hp_times[1:])
+    extra = {}
+    if uses_cuda_graphs(config, device):  # what the graphs buy: the same path launched eagerly
+        torch.manual_seed(0)
+        model = build_model(model_config, shape, 10).to(device)
+        eager = train(model, splits, config.model_copy(update={"cuda_graphs": False}), 0)
+        extra["hptune_eager_epoch_s"] = statistics.median(
+            report.metrics["time/epoch_s"] for report in eager.history[1:]
+        )
     return {
         "model": name,
         "device": str(device),
@@ -131,6 +140,7 @@ def compare_model(name: str, device: torch.device, epochs: int, train_subset: in
         "reference_acc": ref_acc,
         "hptune_acc": hp_acc,
         "peak_mem_mb": _peak_memory_mb(device),
+        **extra,
     }
 
 
@@ -274,6 +284,11 @@ def format_table(report: dict[str, Any]) -> str:
             f"{row['hptune_epoch_s']:>16.3f}{row['ratio']:>7.1f}x{row['reference_acc']:>9.4f}"
             f"{row['hptune_acc']:>12.4f}{row['peak_mem_mb']:>10.0f}"
         )
+        if "hptune_eager_epoch_s" in row:
+            lines.append(
+                f"  {row['model']} without CUDA graphs: {row['hptune_eager_epoch_s']:.3f} s/epoch"
+                f" ({row['reference_epoch_s'] / row['hptune_eager_epoch_s']:.1f}x the reference)"
+            )
     throughput = report["study_throughput"]
     lines.append(
         f"study throughput: hptune {throughput['trial_epochs_per_s']:.2f} trial-epochs/s, "

@@ -155,6 +155,8 @@ class TrainConfig(_Section):
     weight_decay: float | None = Field(None, ge=0.0)  # None: the optimizer's own default
     scheduler: Scheduler = "none"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # On CUDA, capture each training step in a CUDA graph and replay it (hptune/cudagraph.py).
+    cuda_graphs: bool = True
     seed: int = 0
     seed_per_trial: bool = True
 

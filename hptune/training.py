@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hptune.config import TrainConfig
+from hptune.cudagraph import GRAPH_OPTIMIZERS, GraphedSteps
 from hptune.data import Splits
 from hptune.metrics import macro_scores
 from hptune.registry import lookup
@@ -80,11 +81,24 @@ class TrainResult:
 EpochCallback = Callable[[EpochReport], None]
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The configured optimizer over the model's parameters."""
+def make_optimizer(
+    model: nn.Module, config: TrainConfig, capturable: bool = False
+) -> torch.optim.Optimizer:
+    """The configured optimizer over the model's parameters; ``capturable`` for a CUDA graph
+    (optimizers with a step counter keep it on the device)."""
     factory = lookup(OPTIMIZERS, config.optimizer, "optimizer")
-    extra = {} if config.weight_decay is None else {"weight_decay": config.weight_decay}
+    extra: dict[str, Any] = {}
+    if config.weight_decay is not None:
+        extra["weight_decay"] = config.weight_decay
+    if capturable and config.optimizer not in ("sgd", "sgd_momentum"):
+        extra["capturable"] = True
     return factory(model.parameters(), lr=config.lr, **extra)
+
+
+def uses_cuda_graphs(config: TrainConfig, device: torch.device) -> bool:
+    """Whether ``train`` replays captured steps: on CUDA, when enabled, for optimizers that
+    can be captured."""
+    return device.type == "cuda" and config.cuda_graphs and config.optimizer in GRAPH_OPTIMIZERS
 
 
 def seed_everything(seed: int) -> None:
@@ -107,7 +121,13 @@ def train(
         Diverged: the training or validation loss stopped being finite.
     """
     device = splits.train_x.device
-    optimizer = make_optimizer(model, config)
+    graphed = uses_cuda_graphs(config, device)
+    optimizer = make_optimizer(model, config, capturable=graphed)
+    steps = (
+        GraphedSteps(model, optimizer, splits.train_x, splits.train_y, config.batch_size)
+        if graphed
+        else None
+    )
     scheduler = lookup(SCHEDULERS, config.scheduler, "scheduler")(optimizer, config.epochs)
     generator = torch.Generator(device=device).manual_seed(seed)
     val_labels = splits.val_y.cpu().numpy()  # host copy once, for macro scores each epoch
@@ -117,9 +137,13 @@ def train(
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_correct = train_epoch(
-            model, optimizer, splits.train_x, splits.train_y, config.batch_size, generator
-        )
+        order = torch.randperm(len(splits.train_x), device=device, generator=generator)
+        if steps is not None:
+            train_loss, train_correct = steps.epoch(order)
+        else:
+            train_loss, train_correct = train_epoch(
+                model, optimizer, splits.train_x, splits.train_y, config.batch_size, order
+            )
         val_loss, val_predictions = evaluate(model, splits.val_x, splits.val_y)
         report, predictions = epoch_report(
             epoch,
@@ -212,11 +236,10 @@ def train_epoch(
     x: torch.Tensor,
     y: torch.Tensor,
     batch_size: int,
-    generator: torch.Generator,
+    order: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One shuffled pass; returns (mean batch loss, correct count) as device tensors."""
+    """One pass in ``order``; returns (mean batch loss, correct count) as device tensors."""
     model.train()
-    order = torch.randperm(len(x), device=x.device, generator=generator)
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for start in range(0, len(x), batch_size):
