@@ -226,6 +226,7 @@ def optimize(config: StudyConfig) -> StudyResult:
                 catch=TRIAL_FAILURES,
                 callbacks=[grid.stop_when_queue_empty] if rows is not None else [],
             )
+        tracker.flush()  # every trial's run stored before the study's summary is written
         _finish(study, config, splits, tracker, parent, objective.best)
         status = "FINISHED"
     except KeyboardInterrupt:

@@ -3,13 +3,20 @@
 One parent run per study, one child run per trial, created through ``MlflowClient`` (no fluent,
 process-global active run) so that parallel workers can log at once. Metrics go in one batched
 call per epoch with ``step=epoch``.
+
+A trial's writes after its run is created (epochs, outcome with the confusion-matrix figure, end
+status) go through one background thread, in order, so that training does not wait on the
+database or on matplotlib. ``StudyTracker.flush`` waits for them; a failed write is raised at
+the next write or at the flush.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +41,7 @@ class StudyTracker:
     def __init__(self, experiment: str, tracking_uri: str | None) -> None:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.tracking_uri = self.client.tracking_uri
+        self.writer = Writer()
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             try:
@@ -63,13 +71,18 @@ class StudyTracker:
         return run.info.run_id
 
     def close_parent(self, run_id: str, status: str = "FINISHED") -> None:
+        self.flush()
         self.client.set_terminated(run_id, status=status)
+
+    def flush(self) -> None:
+        """Wait until every queued trial write is stored; raise the first that failed."""
+        self.writer.flush()
 
     def close_orphan(self, run_id: str, reason: str) -> bool:
         """Mark a run left RUNNING by a dead process as FAILED; False if it had ended."""
         if self.client.get_run(run_id).info.status != "RUNNING":
             return False
-        TrialRun(self.client, run_id).finish(
+        TrialRun(self.client, run_id, None).finish(
             "FAILED", {"hptune.state": "failed", "hptune.fail_reason": reason}
         )
         return True
@@ -134,22 +147,45 @@ class StudyTracker:
         )
         run_id = run.info.run_id
         self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        return TrialRun(self.client, run_id)
+        return TrialRun(self.client, run_id, self.writer)
+
+
+class Writer:
+    """One background thread running queued calls in order; errors come back to the caller."""
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hptune-mlflow")
+        self.pending: deque[Future[object]] = deque()
+
+    def submit(self, call: Callable[..., object], *args: Any) -> None:
+        while self.pending and self.pending[0].done():
+            self.pending.popleft().result()  # raises what a finished write raised
+        self.pending.append(self.pool.submit(call, *args))
+
+    def flush(self) -> None:
+        while self.pending:
+            self.pending.popleft().result()
 
 
 class TrialRun:
-    """One trial's MLflow run."""
+    """One trial's MLflow run; writes go through ``writer`` (None: written at once)."""
 
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
+    def __init__(self, client: MlflowClient, run_id: str, writer: Writer | None) -> None:
         self.client = client
         self.run_id = run_id
+        self.writer = writer
+
+    def _write(self, call: Callable[..., object], *args: Any) -> None:
+        if self.writer is None:
+            call(*args)
+        else:
+            self.writer.submit(call, *args)
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """All of an epoch's metrics in one call, at ``step=epoch``."""
         now = int(time.time() * 1000)
-        self.client.log_batch(
-            self.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items()]
-        )
+        batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items()]
+        self._write(lambda: self.client.log_batch(self.run_id, metrics=batch))
 
     def log_outcome(
         self,
@@ -160,19 +196,25 @@ class TrialRun:
         """A complete trial's summary numbers, confusion matrix, per-class scores and log."""
         now = int(time.time() * 1000)
         metrics = [Metric(f"summary/{k}", v, now, 0) for k, v in summary.items()]
-        self.client.log_batch(self.run_id, metrics=metrics)
-        log_classification(self.client, self.run_id, validation, "", "validation")
-        self.client.log_dict(
-            self.run_id,
-            {"summary": dict(summary), "epochs": [{"epoch": e, **m} for e, m in history]},
-            "training_log.json",
-        )
+        log = {"summary": dict(summary), "epochs": [{"epoch": e, **m} for e, m in history]}
+
+        def write() -> None:
+            self.client.log_batch(self.run_id, metrics=metrics)
+            log_classification(self.client, self.run_id, validation, "", "validation")
+            self.client.log_dict(self.run_id, log, "training_log.json")
+
+        self._write(write)
 
     def finish(self, status: str, tags: Mapping[str, str] | None = None) -> None:
         """End the run as FINISHED, KILLED (pruned, interrupted) or FAILED, with reason tags."""
-        if tags:
-            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        self.client.set_terminated(self.run_id, status=status)
+        run_tags = [RunTag(k, v) for k, v in (tags or {}).items()]
+
+        def write() -> None:
+            if run_tags:
+                self.client.log_batch(self.run_id, tags=run_tags)
+            self.client.set_terminated(self.run_id, status=status)
+
+        self._write(write)
 
 
 def log_classification(

@@ -164,3 +164,25 @@ def test_a_real_mlflow_server_serves_the_study(tmp_path: Path, finished: study.S
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_background_writes_run_in_order_and_their_errors_reach_the_caller() -> None:
+    from hptune.tracking import Writer
+
+    writer = Writer()
+    done: list[int] = []
+    for k in range(50):
+        writer.submit(done.append, k)
+    writer.flush()
+    assert done == list(range(50))
+
+    def fail() -> None:
+        raise RuntimeError("database is locked")
+
+    writer.submit(fail)
+    with pytest.raises(RuntimeError, match="database is locked"):
+        writer.flush()
+    writer.submit(fail)
+    time.sleep(0.2)  # the failed write has finished: the next submit reports it
+    with pytest.raises(RuntimeError, match="database is locked"):
+        writer.submit(done.append, 50)
