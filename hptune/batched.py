@@ -6,7 +6,8 @@ seed) and its own initialization. Each step stacks the members' parameters and r
 ``torch.func.vmap`` over ``functional_call``, so one batched kernel serves every member; the
 sum of the members' losses back-propagates into each member's parameters separately. A member
 whose callback raises (pruned) or whose loss diverges leaves the batch; the others go on.
-Plain torch: no Optuna, no MLflow here.
+On CUDA the batched step is replayed from a CUDA graph (``hptune.cudagraph``), captured again
+when a member leaves. Plain torch: no Optuna, no MLflow here.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from hptune.config import TrainConfig
+from hptune.cudagraph import CapturedStep
 from hptune.data import Splits
 from hptune.registry import lookup
 from hptune.training import (
@@ -32,6 +34,7 @@ from hptune.training import (
     EpochReport,
     TrainResult,
     epoch_report,
+    uses_cuda_graphs,
     weight_layers,
 )
 
@@ -72,7 +75,9 @@ def train_batched(
         }
         for model, config in zip(models, configs, strict=True)
     ]
-    optimizer = lookup(OPTIMIZERS, first.optimizer, "optimizer")(groups, lr=first.lr)
+    graphed = uses_cuda_graphs(first, device)
+    capturable = {"capturable": True} if graphed and "sgd" not in first.optimizer else {}
+    optimizer = lookup(OPTIMIZERS, first.optimizer, "optimizer")(groups, lr=first.lr, **capturable)
     scheduler = lookup(SCHEDULERS, first.scheduler, "scheduler")(optimizer, first.epochs)
     generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
     stacked = _Stacked(models)
@@ -81,14 +86,15 @@ def train_batched(
     histories: list[list[EpochReport]] = [[] for _ in models]
     outcomes: list[TrainResult | BaseException | None] = [None] * len(models)
     predictions: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(models)
+    steps: _Steps | None = None
     for epoch in range(1, first.epochs + 1):
         active = [k for k, outcome in enumerate(outcomes) if outcome is None]
         if not active:
             break
         started = time.perf_counter()
-        losses, correct = _train_epoch(
-            stacked, optimizer, splits, first.batch_size, active, generators
-        )
+        if steps is None or steps.active != active:
+            steps = _Steps(stacked, optimizer, splits, first.batch_size, active, graphed)
+        losses, correct = steps.epoch(generators)
         val_losses, val_predictions = _evaluate(stacked, splits.val_x, splits.val_y, active)
         for slot, k in enumerate(active):
             try:
@@ -142,34 +148,54 @@ class _Stacked:
         return (self.shared if shared else self.per_member)(params, x)
 
 
-def _train_epoch(
-    stacked: _Stacked,
-    optimizer: torch.optim.Optimizer,
-    splits: Splits,
-    batch_size: int,
-    active: list[int],
-    generators: list[torch.Generator],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One shuffled pass per active member; (mean batch loss, correct count) per member."""
-    x, y = splits.train_x, splits.train_y
-    stacked.base.train()
-    orders = torch.stack(
-        [torch.randperm(len(x), device=x.device, generator=generators[k]) for k in active]
-    )
-    loss_sum = torch.zeros(len(active), device=x.device)
-    correct = torch.zeros(len(active), device=x.device, dtype=torch.long)
-    for start in range(0, len(x), batch_size):
-        index = orders[:, start : start + batch_size]
-        inputs, targets = x[index], y[index]
-        logits = stacked.forward(stacked.parameters(active), inputs, shared=False)
+class _Steps:
+    """Training epochs of one set of active members: (mean batch loss, correct count) each."""
+
+    def __init__(
+        self,
+        stacked: _Stacked,
+        optimizer: torch.optim.Optimizer,
+        splits: Splits,
+        batch_size: int,
+        active: list[int],
+        graphed: bool,
+    ) -> None:
+        self.stacked, self.optimizer, self.active = stacked, optimizer, active
+        self.x, self.y, self.batch_size = splits.train_x, splits.train_y, batch_size
+        device = self.x.device
+        self.loss_sum = torch.zeros(len(active), device=device)
+        self.correct = torch.zeros(len(active), device=device, dtype=torch.long)
+        index = torch.zeros((len(active), batch_size), dtype=torch.long, device=device)
+        self.captured = CapturedStep(self._step, optimizer, index) if graphed else None
+
+    def epoch(self, generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One shuffled pass per active member, each in its own generator's order."""
+        x = self.x
+        self.stacked.base.train()
+        orders = torch.stack(
+            [torch.randperm(len(x), device=x.device, generator=generators[k]) for k in self.active]
+        )
+        self.loss_sum.zero_()
+        self.correct.zero_()
+        for start in range(0, len(x), self.batch_size):
+            index = orders[:, start : start + self.batch_size]
+            if self.captured is not None:
+                self.captured(index)
+            else:
+                self.optimizer.zero_grad(set_to_none=True)
+                self._step(index)
+        return self.loss_sum / len(x), self.correct.clone()
+
+    def _step(self, index: torch.Tensor) -> None:
+        inputs, targets = self.x[index], self.y[index]
+        stacked = self.stacked
+        logits = stacked.forward(stacked.parameters(self.active), inputs, shared=False)
         losses = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
-        losses = losses.view(len(active), -1).mean(dim=1)
-        optimizer.zero_grad(set_to_none=True)
+        losses = losses.view(len(self.active), -1).mean(dim=1)
         losses.sum().backward()  # member k's loss reaches only member k's parameters
-        optimizer.step()
-        loss_sum += losses.detach() * index.shape[1]
-        correct += (logits.detach().argmax(dim=2) == targets).sum(dim=1)
-    return loss_sum / len(x), correct
+        self.optimizer.step()
+        self.loss_sum += losses.detach() * index.shape[1]
+        self.correct += (logits.detach().argmax(dim=2) == targets).sum(dim=1)
 
 
 @torch.no_grad()

@@ -286,8 +286,16 @@ def run(
     return {
         "results": results,
         "study_throughput": study_throughput(resolved, epochs, train_subset),
-        "batched_trials": batched_trials(resolved, epochs, train_subset, members),
+        "batched_trials": _or_error(batched_trials, resolved, epochs, train_subset, members),
     }
+
+
+def _or_error(part: Callable[..., dict], *args: Any) -> dict:
+    """A part's figures, or the error that stopped it (the other parts' figures still print)."""
+    try:
+        return part(*args)
+    except Exception as error:  # reported in the table and the JSON, not hidden
+        return {"error": repr(error)}
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -315,6 +323,9 @@ def format_table(report: dict[str, Any]) -> str:
         f"{throughput['trial_overhead_pct']:.1f}% of trial wall time"
     )
     batched = report["batched_trials"]
+    if "error" in batched:
+        lines.append(f"batched trials failed: {batched['error']}")
+        return "\n".join(lines)
     lines.append(
         f"batched trials ({batched['members']} MLPs as one stacked model): "
         f"{batched['model_epochs_per_s']:.2f} model-epochs/s vs "

@@ -1,4 +1,4 @@
-"""One training step captured in a CUDA graph and replayed for every full batch.
+"""Training steps captured in a CUDA graph and replayed for every full batch.
 
 A small model's step is a few dozen short kernels; launched one by one from Python, the GPU
 waits on the launches. Captured once (``torch.cuda.CUDAGraph``), a step is one replay: the
@@ -7,8 +7,8 @@ batch gather, forward, loss, backward, optimizer update and the running loss/cor
 Same arithmetic as the eager loop, every sample seen:
 - the first ``WARMUP_STEPS`` batches train eagerly on a side stream (as PyTorch's whole-network
   capture recipe asks: lazy initialization, optimizer state), then the step is captured;
-- a learning rate is a constant inside a captured graph, so when a scheduler changes it the
-  step is captured again (once per epoch at most);
+- a learning rate is a constant inside a captured graph, so when a scheduler changes it (or a
+  batched trial leaves the batch) the step is captured again, once per epoch at most;
 - the last, partial batch of an epoch runs eagerly, accumulating into the graph's own gradient
   tensors, so nothing is dropped or padded.
 
@@ -17,6 +17,8 @@ others (Adagrad) train eagerly.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Hashable
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +33,66 @@ GRAPH_OPTIMIZERS = frozenset(
 )
 
 
+class CapturedStep:
+    """``step(index)`` for index tensors of one shape, replayed from a CUDA graph.
+
+    ``step`` must do the whole update (forward, backward, ``optimizer.step()``) and keep its
+    results in tensors allocated outside it. The graph is captured again when the optimizer's
+    learning rates or ``key()`` change.
+    """
+
+    def __init__(
+        self,
+        step: Callable[[torch.Tensor], None],
+        optimizer: torch.optim.Optimizer,
+        index: torch.Tensor,
+        key: Callable[[], Hashable] = lambda: None,
+    ) -> None:
+        self.step, self.optimizer, self.index, self.key = step, optimizer, index, key
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.captured: Hashable = None
+        self.warm = 0
+        self.captures = self.replays = 0  # counted for tests and the benchmark
+        self.side = torch.cuda.Stream(device=index.device)
+
+    def __call__(self, index: torch.Tensor) -> None:
+        """One step on a batch; a batch smaller than the captured shape runs eagerly."""
+        if index.shape != self.index.shape:
+            # Zeroed in place: when a graph exists its gradient tensors stay the ones it writes.
+            self.optimizer.zero_grad(set_to_none=False)
+            self.step(index)
+        elif self.warm < WARMUP_STEPS:
+            self.side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.side):
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step(index)
+            torch.cuda.current_stream().wait_stream(self.side)
+            self.warm += 1
+        else:
+            if self.graph is None or self._state() != self.captured:
+                self._capture()
+            self.index.copy_(index)
+            assert self.graph is not None
+            self.graph.replay()
+            self.replays += 1
+
+    def _state(self) -> Hashable:
+        lrs = tuple(float(group["lr"]) for group in self.optimizer.param_groups)
+        return lrs, self.key()
+
+    def _capture(self) -> None:
+        pool = None if self.graph is None else self.graph.pool()
+        graph = torch.cuda.CUDAGraph()
+        # Gradients allocated inside the capture live in the graph's memory pool.
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph, pool=pool, stream=self.side):
+            self.step(self.index)
+        self.graph, self.captured = graph, self._state()
+        self.captures += 1
+
+
 class GraphedSteps:
-    """Training steps of one model over device-resident ``x``/``y`` with a fixed batch size."""
+    """Training epochs of one model over device-resident ``x``/``y`` with a fixed batch size."""
 
     def __init__(
         self,
@@ -42,16 +102,11 @@ class GraphedSteps:
         y: torch.Tensor,
         batch_size: int,
     ) -> None:
-        self.model, self.optimizer = model, optimizer
-        self.x, self.y, self.batch_size = x, y, batch_size
-        self.index = torch.zeros(batch_size, dtype=torch.long, device=x.device)
+        self.model, self.x, self.y, self.batch_size = model, x, y, batch_size
         self.loss_sum = torch.zeros((), device=x.device)
         self.correct = torch.zeros((), dtype=torch.long, device=x.device)
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.captured_lrs: list[float] = []
-        self.warm = 0
-        self.captures = self.replays = 0  # counted for tests and the benchmark
-        self.side = torch.cuda.Stream(device=x.device)
+        index = torch.zeros(batch_size, dtype=torch.long, device=x.device)
+        self.captured = CapturedStep(self._step, optimizer, index)
 
     def epoch(self, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass in ``order``; (mean batch loss, correct count) as device tensors."""
@@ -59,18 +114,7 @@ class GraphedSteps:
         self.loss_sum.zero_()
         self.correct.zero_()
         for start in range(0, len(order), self.batch_size):
-            index = order[start : start + self.batch_size]
-            if len(index) < self.batch_size:
-                self._eager(index)
-            elif self.warm < WARMUP_STEPS:
-                self._warm_up(index)
-            else:
-                if self.graph is None or self._lrs() != self.captured_lrs:
-                    self._capture()
-                self.index.copy_(index)
-                assert self.graph is not None
-                self.graph.replay()
-                self.replays += 1
+            self.captured(order[start : start + self.batch_size])
         return self.loss_sum / len(order), self.correct.clone()
 
     def _step(self, index: torch.Tensor) -> None:
@@ -78,32 +122,6 @@ class GraphedSteps:
         logits = self.model(inputs)
         loss = F.cross_entropy(logits, targets)
         loss.backward()
-        self.optimizer.step()
+        self.captured.optimizer.step()
         self.loss_sum += loss.detach() * len(index)
         self.correct += (logits.detach().argmax(dim=1) == targets).sum()
-
-    def _lrs(self) -> list[float]:
-        return [float(group["lr"]) for group in self.optimizer.param_groups]
-
-    def _warm_up(self, index: torch.Tensor) -> None:
-        self.side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(self.side):
-            self.optimizer.zero_grad(set_to_none=True)
-            self._step(index)
-        torch.cuda.current_stream().wait_stream(self.side)
-        self.warm += 1
-
-    def _eager(self, index: torch.Tensor) -> None:
-        # Zeroed in place: when a graph exists its gradient tensors stay the ones it writes.
-        self.optimizer.zero_grad(set_to_none=False)
-        self._step(index)
-
-    def _capture(self) -> None:
-        pool = None if self.graph is None else self.graph.pool()
-        graph = torch.cuda.CUDAGraph()
-        # Gradients allocated inside the capture live in the graph's memory pool.
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.cuda.graph(graph, pool=pool, stream=self.side):
-            self._step(self.index)
-        self.graph, self.captured_lrs = graph, self._lrs()
-        self.captures += 1

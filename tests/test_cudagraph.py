@@ -79,7 +79,7 @@ def test_replayed_steps_match_eager_steps_on_the_same_batches(optimizer: str) ->
         graph_loss, graph_correct = steps.epoch(order)
         assert graph_loss.item() == pytest.approx(loss.item(), rel=1e-5)
         assert graph_correct.item() == correct.item()
-    assert steps.captures == 1 and steps.replays == 3 * 10 - WARMUP_STEPS
+    assert steps.captured.captures == 1 and steps.captured.replays == 3 * 10 - WARMUP_STEPS
     for a, b in zip(eager.parameters(), graphed.parameters(), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5)
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-5)  # last, partial batch
@@ -123,3 +123,36 @@ def test_the_cnn_with_dropout_trains_under_graphs() -> None:
     history = train(model, splits, TrainConfig(epochs=3, batch_size=64), 0).history
     assert history[-1].metrics["train/loss"] < history[0].metrics["train/loss"]
     assert history[-1].metrics["val/accuracy"] > 0.9
+
+
+@needs_cuda
+def test_batched_members_under_graphs_match_the_same_trials_alone() -> None:
+    # Three members, one stopped after epoch 1 (the batch is captured again without it); the
+    # others' curves are those of the same trials trained alone.
+    from hptune.batched import train_batched
+    from hptune.training import TrainResult
+
+    splits = _random_splits(600, seed=8)
+    shape = ModelConfig(hidden_sizes=[64, 32])
+    configs = [
+        TrainConfig(epochs=3, batch_size=64, lr=lr, scheduler="cosine") for lr in (3e-3, 1e-3, 3e-4)
+    ]
+    seeds = [11, 12, 13]
+
+    def member(seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return build_model(shape, (1, 28, 28), 10).to(CUDA)
+
+    def on_epoch(k: int, report: object) -> None:
+        if k == 1:
+            raise RuntimeError("pruned")
+
+    together = train_batched([member(s) for s in seeds], splits, configs, seeds, on_epoch)
+    assert isinstance(together[1], RuntimeError)
+    for k in (0, 2):
+        alone = train(member(seeds[k]), splits, configs[k], seeds[k])
+        result = together[k]
+        assert isinstance(result, TrainResult)
+        for mine, reference in zip(result.history, alone.history, strict=True):
+            for key in ("train/loss", "val/loss"):
+                assert mine.metrics[key] == pytest.approx(reference.metrics[key], rel=1e-4), key
