@@ -2,15 +2,24 @@
 
 RDB storages get Optuna's heartbeat, so a trial left RUNNING by a killed process is marked
 failed by the next run once it is stale, and its parameters are queued to run again.
+
+hptune's SQLite files (Optuna's and MLflow's) use the WAL journal with ``synchronous=NORMAL``:
+a commit (one per epoch's report, several per trial) then waits for no fsync, and readers do
+not block the writer. A killed process loses nothing committed; a power cut may lose the last
+commits (SQLite's documented trade-off), never the file.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 HEARTBEAT_INTERVAL_S = 10
@@ -23,10 +32,40 @@ def storage_url(configured: str | None) -> str:
     return configured or DEFAULT_STORAGE
 
 
+_WAL_FILES: set[Path] = set()  # SQLite files whose connections get the pragmas below
+
+
+def sqlite_file(url: str | None) -> Path | None:
+    """The database file of a ``sqlite:///`` URL (None for other URLs and in-memory SQLite)."""
+    if not url or not url.startswith("sqlite:"):
+        return None
+    database = make_url(url).database
+    return None if not database or database == ":memory:" else Path(database).resolve()
+
+
+def use_wal(url: str | None) -> None:
+    """Give this SQLite database's future connections WAL and ``synchronous=NORMAL``."""
+    path = sqlite_file(url)
+    if path is not None:
+        _WAL_FILES.add(path)
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    if not _WAL_FILES or not isinstance(connection, sqlite3.Connection):
+        return
+    files = {Path(row[2]).resolve() for row in connection.execute("PRAGMA database_list") if row[2]}
+    if files & _WAL_FILES:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """Open (creating if needed) an RDB storage with heartbeats and stale-trial retry."""
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        use_wal(url)
     with warnings.catch_warnings():
         # Heartbeats have been "experimental" since Optuna 2.8; they are what resume relies on.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -40,8 +79,6 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
 def redact(url: str) -> str:
     """The URL with any password replaced, fit for logs and tags."""
-    from sqlalchemy.engine import make_url
-
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # not an SQLAlchemy URL: show it as given

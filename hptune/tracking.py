@@ -26,6 +26,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from hptune.plots import confusion_matrix_figure
+from hptune.storage import use_wal
 
 PARENT_RUN_ATTR = "hptune.mlflow_parent_run_id"  # kept in the Optuna study's user attributes
 
@@ -39,6 +40,9 @@ class StudyTracker:
     """Runs of one study in one MLflow experiment."""
 
     def __init__(self, experiment: str, tracking_uri: str | None) -> None:
+        import mlflow
+
+        use_wal(tracking_uri or mlflow.get_tracking_uri())  # before the store connects
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.tracking_uri = self.client.tracking_uri
         self.writer = Writer()

@@ -227,3 +227,20 @@ def test_a_resumed_study_does_not_replay_its_random_draws(tmp_path: Path, mnist_
     # The second run's sampler is seeded from the study's history, not the file's seed alone,
     # so it does not draw the first run's learning rates again.
     assert len(set(learning_rates)) == 4
+
+
+def test_hptune_sqlite_files_use_wal_and_other_sqlite_files_are_left_alone(
+    tmp_path: Path, mnist_dir: Path
+) -> None:
+    from sqlalchemy import create_engine, text
+
+    result = study.optimize(small_study(tmp_path))
+    optuna_db = storage.sqlite_file(result.storage)
+    mlflow_db = storage.sqlite_file(result.tracking_uri)
+    assert optuna_db is not None and mlflow_db is not None
+    for path in (optuna_db, mlflow_db):
+        mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
+        assert mode == "wal", path
+    # An SQLite database of the user's own in the same process keeps its journal mode.
+    with create_engine(f"sqlite:///{tmp_path / 'mine.db'}").connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "delete"
