@@ -268,6 +268,8 @@ class StudyConfig(_Section):
     objective: ObjectiveConfig = ObjectiveConfig()
     n_trials: int | None = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0)
+    # Trials asked at a time; those sharing an architecture train as one stacked model.
+    batch_trials: int = Field(1, ge=1)
     storage: str | None = None
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -215,10 +216,16 @@ def optimize(config: StudyConfig) -> StudyResult:
         explicit = grid.explicit_n_trials(config)
         n_trials = queued if explicit is None else min(explicit, queued)
     progress = Progress(n_trials, config.train.epochs)
-    objective = _Objective(config, splits, device, tracker, parent, progress)
+    objective = Objective(config, splits, device, tracker, parent, progress)
     status = "FAILED"
     try:
-        if n_trials != 0:
+        if n_trials != 0 and config.batch_trials > 1:
+            from hptune.batchrun import optimize_batched
+
+            limit = sys.maxsize if n_trials is None else n_trials
+            table = rows is not None
+            optimize_batched(study, objective, limit, config.timeout, config.batch_trials, table)
+        elif n_trials != 0:
             study.optimize(
                 objective,
                 n_trials=n_trials,
@@ -259,8 +266,22 @@ def _close_dead_trials(study: optuna.Study, tracker: StudyTracker) -> None:
             tracker.close_orphan(run_id, "the process running this trial died")
 
 
-class _Objective:
-    """Trains one trial; logs it, reports each epoch to Optuna, and ends its run truthfully."""
+@dataclass(frozen=True)
+class Running:
+    """A trial between its start (parameters chosen, MLflow run created) and its end."""
+
+    trial: optuna.Trial
+    params: dict[str, Choice | None]
+    config: StudyConfig
+    seed: int
+    run: TrialRun
+
+
+class Objective:
+    """Trains one trial; logs it, reports each epoch to Optuna, and ends its run truthfully.
+
+    ``begin``, ``report``, ``record_error`` and ``complete`` are also what the batched driver
+    (``hptune.batchrun``) uses for each member of a batch."""
 
     def __init__(
         self,
@@ -281,6 +302,26 @@ class _Objective:
         self.best: _Best | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
+        running = self.begin(trial)
+        self.progress.trial_started(trial.number, running.config.train.epochs)
+        try:
+            model = self.build(running)
+            result = train(
+                model,
+                self.splits,
+                running.config.train,
+                running.seed,
+                lambda report: self.report(running, report),
+            )
+        except BaseException as error:
+            self.record_error(running, error)
+            raise
+        finally:
+            self.progress.trial_ended(best_value(trial.study))
+        return self.complete(running, model, result)
+
+    def begin(self, trial: optuna.Trial) -> Running:
+        """Choose the trial's parameters and create its MLflow run."""
         params = space.suggest(trial, self.config)
         trial_config = self.config.with_params(params)
         seed = trial_seed(trial_config.train, trial.number)
@@ -291,26 +332,40 @@ class _Objective:
             {"trial_number": trial.number, **logged_params(trial_config, seed, self.device)},
         )
         trial.set_user_attr(RUN_ID_ATTR, run.run_id)
-        self.progress.trial_started(trial.number, trial_config.train.epochs)
-        try:
-            model, result = self._train(trial, trial_config, seed, run)
-        except optuna.TrialPruned as pruned:
-            run.finish("KILLED", {"hptune.state": "pruned", "hptune.pruned_at_epoch": str(pruned)})
-            raise
-        except TRIAL_FAILURES as failure:
-            trial.set_user_attr(FAIL_REASON_ATTR, str(failure))
-            run.finish("FAILED", {"hptune.state": "failed", "hptune.fail_reason": str(failure)})
-            raise
-        except KeyboardInterrupt:
+        return Running(trial, params, trial_config, seed, run)
+
+    def build(self, running: Running) -> torch.nn.Module:
+        """The trial's model, initialized from its seed, on the training device."""
+        seed_everything(running.seed)
+        model = build_model(running.config.model, self.splits.input_shape, len(self.splits.classes))
+        return model.to(self.device)
+
+    def report(self, running: Running, report: EpochReport) -> None:
+        """An epoch's metrics to MLflow and the objective to Optuna; raise to prune."""
+        running.run.log_epoch(report.epoch, report.metrics)
+        self.progress.epoch(report.metrics)
+        running.trial.report(report.metrics[self.config.objective.metric], report.epoch)
+        if running.trial.should_prune():
+            raise optuna.TrialPruned(str(report.epoch))
+
+    def record_error(self, running: Running, error: BaseException) -> None:
+        """End the trial's run for what stopped it (Optuna's state is set by the caller)."""
+        run, trial = running.run, running.trial
+        if isinstance(error, optuna.TrialPruned):
+            run.finish("KILLED", {"hptune.state": "pruned", "hptune.pruned_at_epoch": str(error)})
+        elif isinstance(error, TRIAL_FAILURES):
+            trial.set_user_attr(FAIL_REASON_ATTR, str(error))
+            run.finish("FAILED", {"hptune.state": "failed", "hptune.fail_reason": str(error)})
+        elif isinstance(error, KeyboardInterrupt):
             # Optuna records the trial as FAIL; queue its parameters so a rerun repeats it.
-            trial.study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: trial.number})
+            trial.study.enqueue_trial(running.params, user_attrs={RETRY_OF_ATTR: trial.number})
             run.finish("KILLED", {"hptune.state": "interrupted"})
-            raise
-        except BaseException as error:
+        else:
             run.finish("FAILED", {"hptune.state": "failed", "hptune.fail_reason": repr(error)})
-            raise
-        finally:
-            self.progress.trial_ended(_best_value(trial.study))
+
+    def complete(self, running: Running, model: torch.nn.Module, result: TrainResult) -> float:
+        """Log a trained trial's outcome and return its objective value."""
+        trial, run = running.trial, running.run
         value = result.history[-1].metrics[self.config.objective.metric]
         validation = classification_details(
             self.val_labels, result.val_predictions, self.splits.classes
@@ -324,25 +379,8 @@ class _Objective:
             self.best = _Best(trial.number, run.run_id, value, model.cpu())
         return value
 
-    def _train(
-        self, trial: optuna.Trial, config: StudyConfig, seed: int, run: TrialRun
-    ) -> tuple[torch.nn.Module, TrainResult]:
-        seed_everything(seed)
-        model = build_model(config.model, self.splits.input_shape, len(self.splits.classes))
-        model.to(self.device)
-        metric = self.config.objective.metric
 
-        def on_epoch(report: EpochReport) -> None:
-            run.log_epoch(report.epoch, report.metrics)
-            self.progress.epoch(report.metrics)
-            trial.report(report.metrics[metric], report.epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned(str(report.epoch))
-
-        return model, train(model, self.splits, config.train, seed, on_epoch)
-
-
-def _best_value(study: optuna.Study) -> float | None:
+def best_value(study: optuna.Study) -> float | None:
     """The best complete trial's value, or None before any trial completed."""
     try:
         return study.best_value
@@ -352,7 +390,7 @@ def _best_value(study: optuna.Study) -> float | None:
 
 def _improves(study: optuna.Study, value: float) -> bool:
     """Whether ``value`` beats every complete trial of the study so far."""
-    best = _best_value(study)
+    best = best_value(study)
     if best is None:
         return True
     return value > best if study.direction == optuna.study.StudyDirection.MAXIMIZE else value < best

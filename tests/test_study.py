@@ -170,21 +170,36 @@ def running_trials(database: Path) -> int:
         return 0
 
 
-def start_worker_in_a_trial(tmp_path: Path) -> subprocess.Popen[bytes]:
-    """A real ``hptune optimize`` process, returned once its trial is running and logged."""
+def start_worker_in_a_trial(
+    tmp_path: Path, args: tuple[str, ...] = ("--n-trials", "1"), trials: int = 1
+) -> subprocess.Popen[bytes]:
+    """A real ``hptune optimize`` process, returned once ``trials`` trials are running and
+    logged."""
     path = study_yaml(tmp_path / "small.yaml", SMALL.replace("epochs: 2", "epochs: 100000"))
     worker = subprocess.Popen(
-        [sys.executable, "-m", "hptune", "optimize", str(path), "--n-trials", "1"],
+        [sys.executable, "-m", "hptune", "optimize", str(path), *args],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        # faulthandler: wait_for_exit can make a stuck worker print every thread's stack.
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "PYTHONFAULTHANDLER": "1"},
     )
     deadline = time.monotonic() + 60
-    while not running_trials(Path("mlruns/optuna.db")):
+    while running_trials(Path("mlruns/optuna.db")) < trials:
         if time.monotonic() > deadline:
             worker.kill()
             pytest.fail("the worker never started a trial")
         time.sleep(0.5)
     return worker
+
+
+def wait_for_exit(worker: subprocess.Popen[bytes], timeout: float = 90) -> int:
+    """The worker's exit code; a worker still running after ``timeout`` s dumps its threads'
+    stacks (SIGABRT under faulthandler, into the test's captured output) and fails the test."""
+    try:
+        return worker.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        worker.send_signal(signal.SIGABRT)
+        worker.wait(timeout=30)
+        pytest.fail(f"the worker did not exit within {timeout} s; its stacks are printed above")
 
 
 def test_killed_process_trial_is_failed_and_rerun(
@@ -207,10 +222,7 @@ def test_killed_process_trial_is_failed_and_rerun(
 def test_sigterm_stops_like_ctrl_c(tmp_path: Path, mnist_dir: Path, tracking: MlflowClient) -> None:
     worker = start_worker_in_a_trial(tmp_path)
     worker.send_signal(signal.SIGTERM)
-    try:
-        code = worker.wait(timeout=60)
-    finally:
-        worker.kill()
+    code = wait_for_exit(worker)
     # The worker exits as after Ctrl-C: its trial queued again, its run closed as KILLED.
     assert code == 130
     stored = optuna.load_study(study_name="small", storage=storage.storage_url(None))

@@ -1,0 +1,174 @@
+"""The study loop for ``batch_trials: K``: ask K trials, train those that share an architecture
+as one stacked model (``hptune.batched``), tell each its own outcome.
+
+Every member stays its own Optuna trial (parameters from the sampler or the table's queue,
+per-epoch reports, its own pruning decision), its own MLflow run and its own seed; a pruned or
+diverging member leaves the batch and the others go on. Trials that cannot share a model
+(another architecture, optimizer, batch size, epochs or schedule) train in separate groups.
+
+Optuna records heartbeats only inside ``study.optimize``; here they are recorded when a trial
+is asked and then by a thread for every running member (``RDBStorage.record_heartbeat``), so a
+killed process's trials go stale and are retried by the next run, as with one trial at a time.
+An interrupt ends every member not yet told as FAIL with its parameters queued again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from hptune.batched import SHARED_FIELDS, train_batched
+from hptune.study import TRIAL_FAILURES, Objective, Running, best_value
+
+
+def optimize_batched(
+    study: optuna.Study,
+    objective: Objective,
+    n_trials: int,
+    timeout: float | None,
+    batch_trials: int,
+    table: bool,
+) -> None:
+    """Run up to ``n_trials`` trials, ``batch_trials`` at a time, until ``timeout`` seconds
+    have passed (checked between batches). A table's worker asks no more trials than rows wait
+    and stops when none waits."""
+    started = time.monotonic()
+    done = 0
+    with _Heartbeats(study) as heartbeats:
+        while done < n_trials:
+            if timeout is not None and time.monotonic() - started >= timeout:
+                break
+            size = min(batch_trials, n_trials - done)
+            if table:
+                waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                size = min(size, len(waiting))
+                if size == 0:
+                    break
+            _Batch(study, objective, heartbeats).run(size)
+            done += size
+
+
+class _Batch:
+    """One batch's members, and which of them Optuna has been told about."""
+
+    def __init__(self, study: optuna.Study, objective: Objective, heartbeats: _Heartbeats):
+        self.study, self.objective, self.heartbeats = study, objective, heartbeats
+        self.members: list[Running] = []
+        self.told: set[int] = set()
+
+    def run(self, size: int) -> None:
+        try:
+            for _ in range(size):
+                with warnings.catch_warnings():
+                    # "Heartbeat of storage is supposed to be used with Study.optimize": this
+                    # loop records the heartbeats itself (_Heartbeats).
+                    warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                    trial = self.study.ask()
+                self.heartbeats.add(trial)
+                try:
+                    self.members.append(self.objective.begin(trial))
+                except BaseException:
+                    self.heartbeats.discard(trial)
+                    self.study.tell(trial, state=TrialState.FAIL)
+                    raise
+            for group in _groups(self.members):
+                self._train(group)
+        except BaseException as error:  # an interrupt, or a bug: every member left ends with it
+            for member in self.members:
+                if member.trial.number not in self.told:
+                    self.objective.record_error(member, error)
+                    self._tell(member, TrialState.FAIL)
+            raise
+
+    def _train(self, group: list[Running]) -> None:
+        objective = self.objective
+        models = [objective.build(member) for member in group]
+        results = train_batched(
+            models,
+            objective.splits,
+            [member.config.train for member in group],
+            [member.seed for member in group],
+            lambda k, report: objective.report(group[k], report),
+        )
+        unexpected: BaseException | None = None
+        for member, model, result in zip(group, models, results, strict=True):
+            if isinstance(result, BaseException):
+                objective.record_error(member, result)
+                pruned = isinstance(result, optuna.TrialPruned)
+                self._tell(member, TrialState.PRUNED if pruned else TrialState.FAIL)
+                if not pruned and not isinstance(result, TRIAL_FAILURES):
+                    unexpected = unexpected or result
+            else:
+                self._tell(member, objective.complete(member, model, result))
+        if unexpected is not None:
+            raise unexpected  # as study.optimize does with an error that is not a result
+
+    def _tell(self, member: Running, outcome: float | TrialState) -> None:
+        self.heartbeats.discard(member.trial)
+        self.told.add(member.trial.number)
+        if isinstance(outcome, TrialState):
+            self.study.tell(member.trial, state=outcome)
+        else:
+            self.study.tell(member.trial, outcome)
+        self.objective.progress.trial_ended(best_value(self.study))
+
+
+def _groups(members: list[Running]) -> list[list[Running]]:
+    """Members that can train as one stacked model, in ask order."""
+    groups: dict[tuple[object, ...], list[Running]] = {}
+    for member in members:
+        train = member.config.train
+        key = (
+            member.config.model.model_dump_json(),
+            *(getattr(train, name) for name in SHARED_FIELDS),
+        )
+        groups.setdefault(key, []).append(member)
+    return list(groups.values())
+
+
+class _Heartbeats:
+    """Heartbeats of the running members, recorded at once and then every interval."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        # The study's storage (Optuna wraps an RDBStorage in a cache; both record heartbeats).
+        storage: Any = study._storage  # no public accessor
+        interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+        self.storage = storage if interval is not None else None
+        self.interval: float = interval or 60
+        self.ids: set[int] = set()
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="hptune-heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeats:
+        if self.storage is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+    def add(self, trial: optuna.Trial) -> None:
+        trial_id = trial._trial_id  # Optuna keeps a trial's storage id private
+        if self.storage is not None:
+            self.storage.record_heartbeat(trial_id)
+        with self.lock:
+            self.ids.add(trial_id)
+
+    def discard(self, trial: optuna.Trial) -> None:
+        with self.lock:
+            self.ids.discard(trial._trial_id)
+
+    def _beat(self) -> None:
+        while not self.stop.wait(self.interval):
+            with self.lock:
+                ids = list(self.ids)
+            for trial_id in ids:
+                self.storage.record_heartbeat(trial_id)  # type: ignore[union-attr]

@@ -1,0 +1,158 @@
+"""Studies with ``batch_trials``: each member is its own trial, run and pruning decision."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from hptune import storage, study
+from hptune.attrs import RETRY_OF_ATTR, RUN_ID_ATTR
+from tests.test_study import SMALL, runs, small_study, start_worker_in_a_trial, wait_for_exit
+
+GRID = """name: grid
+data: {dataset: mnist, val_fraction: 0.2}
+model: {depth: 1}
+train: {epochs: 2, batch_size: 32}
+pruner: {name: none}
+sampler: {name: grid}
+search_space:
+  lr: {type: categorical, choices: [0.03, 0.01, 0.003]}
+  width: {type: categorical, choices: [16, 24]}
+"""
+
+
+@pytest.fixture
+def tracking() -> MlflowClient:
+    return MlflowClient()
+
+
+def curves(client: MlflowClient, result: study.StudyResult) -> dict[tuple, list[float]]:
+    """Each complete trial's val/loss curve, keyed by its parameters."""
+    return {
+        tuple(sorted(t.params.items())): [
+            m.value
+            for m in sorted(
+                client.get_metric_history(t.user_attrs[RUN_ID_ATTR], "val/loss"),
+                key=lambda m: m.step,
+            )
+        ]
+        for t in result.completed
+    }
+
+
+def test_a_batched_table_runs_each_row_once_as_if_alone(
+    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient
+) -> None:
+    # Six rows, four at a time: the batches split by width (two architectures), every row runs
+    # once, and each curve is the one the same trial has when trained alone.
+    batched = study.optimize(small_study(tmp_path, GRID, ("batch_trials=4",)))
+    assert batched.configurations_run == 6 and len(batched.study.trials) == 6
+    assert all(t.state == TrialState.COMPLETE for t in batched.study.trials)
+    alone_text = GRID.replace("name: grid\n", "name: grid_alone\n", 1)
+    alone = study.optimize(small_study(tmp_path, alone_text))
+    mine, reference = curves(tracking, batched), curves(tracking, alone)
+    assert mine.keys() == reference.keys() and len(mine) == 6
+    for key, curve in mine.items():
+        assert curve == pytest.approx(reference[key], rel=1e-4), key
+    # Each trial has its own run with both epochs logged, under the study's parent run.
+    trial_runs = [r for r in runs(tracking, "trial") if r.data.tags["hptune.study"] == "grid"]
+    assert len(trial_runs) == 6 and {r.info.status for r in trial_runs} == {"FINISHED"}
+    # A rerun of the finished table adds nothing.
+    again = study.optimize(small_study(tmp_path, GRID, ("batch_trials=4",)))
+    assert len(again.study.trials) == 6
+
+
+def test_a_diverging_member_fails_alone_and_the_batch_goes_on(
+    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient
+) -> None:
+    text = GRID.replace(
+        "lr: {type: categorical, choices: [0.03, 0.01, 0.003]}",
+        "lr: {type: categorical, choices: [1.0e+30, 0.01, 0.001]}",
+    ).replace(
+        "width: {type: categorical, choices: [16, 24]}", "width: {type: categorical, choices: [16]}"
+    )
+    text = text.replace("batch_size: 32}", "batch_size: 32, optimizer: sgd}")
+    # lr 1e30 blows the loss up in the middle of the batch; the other two train on.
+    result = study.optimize(small_study(tmp_path, text, ("batch_trials=3",)))
+    states = {t.params["lr"]: t.state for t in result.study.trials}
+    assert states[1e30] == TrialState.FAIL
+    assert (
+        "loss is not finite"
+        in next(t for t in result.study.trials if t.params["lr"] == 1e30).user_attrs["fail_reason"]
+    )
+    assert states[0.01] == TrialState.COMPLETE and states[0.001] == TrialState.COMPLETE
+    statuses = {r.data.params["lr"]: r.info.status for r in runs(tracking, "trial")}
+    assert statuses == {"1e+30": "FAILED", "0.01": "FINISHED", "0.001": "FINISHED"}
+
+
+def test_a_threshold_prunes_batch_members_each_at_their_epoch(
+    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient
+) -> None:
+    text = SMALL.replace(
+        "pruner: {name: none}", "pruner: {name: threshold, options: {lower: 1.01}}"
+    )
+    result = study.optimize(small_study(tmp_path, text, ("batch_trials=2",)))
+    # No accuracy reaches 1.01: both members are pruned after epoch 1, each its own run.
+    assert [t.state for t in result.study.trials] == [TrialState.PRUNED] * 2
+    for run in runs(tracking, "trial"):
+        assert run.info.status == "KILLED" and run.data.tags["hptune.pruned_at_epoch"] == "1"
+
+
+def test_sigterm_queues_every_member_again(
+    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient
+) -> None:
+    worker = start_worker_in_a_trial(tmp_path, ("--set", "batch_trials=2"), trials=2)
+    worker.send_signal(signal.SIGTERM)
+    code = wait_for_exit(worker)
+    assert code == 130
+    stored = optuna.load_study(study_name="small", storage=storage.storage_url(None))
+    states = [t.state for t in stored.trials]
+    assert states == [TrialState.FAIL] * 2 + [TrialState.WAITING] * 2
+    assert [t.user_attrs[RETRY_OF_ATTR] for t in stored.trials[2:]] == [0, 1]
+    assert {r.info.status for r in runs(tracking, "trial")} == {"KILLED"}
+
+
+def test_a_killed_batch_is_failed_and_rerun(
+    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = start_worker_in_a_trial(tmp_path, ("--set", "batch_trials=2"), trials=2)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    monkeypatch.setattr(storage, "GRACE_PERIOD_S", 1)
+    time.sleep(3)  # heartbeats are stored to the second: wait past the 1 s grace surely
+    result = study.optimize(small_study(tmp_path, overrides=("n_trials=2", "batch_trials=2")))
+    dead, retried = result.study.trials[:2], result.study.trials[2:]
+    # Both members' heartbeats went stale: failed, their parameters run again, runs closed.
+    assert [t.state for t in dead] == [TrialState.FAIL] * 2
+    assert [t.state for t in retried] == [TrialState.COMPLETE] * 2
+    assert sorted(t.params["lr"] for t in retried) == sorted(t.params["lr"] for t in dead)
+    statuses = sorted(r.info.status for r in runs(tracking, "trial"))
+    assert statuses == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
+
+
+def test_heartbeats_are_recorded_at_once_and_then_every_interval(tmp_path: Path) -> None:
+    import sqlite3
+
+    from hptune.batchrun import _Heartbeats
+
+    url = f"sqlite:///{tmp_path / 'beats.db'}"
+    rdb = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=2)
+    stored = optuna.create_study(storage=rdb)
+    trial = stored.ask()
+
+    def beats() -> list[str]:
+        with sqlite3.connect(tmp_path / "beats.db") as connection:
+            return [row[0] for row in connection.execute("SELECT heartbeat FROM trial_heartbeats")]
+
+    with _Heartbeats(stored) as heartbeats:
+        heartbeats.add(trial)
+        first = beats()
+        assert len(first) == 1  # recorded when the trial was asked, not an interval later
+        time.sleep(2.5)
+        assert beats()[0] > first[0]  # and kept fresh while it runs
