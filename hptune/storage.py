@@ -11,6 +11,7 @@ commits (SQLite's documented trade-off), never the file.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import warnings
 from pathlib import Path
@@ -32,6 +33,7 @@ def storage_url(configured: str | None) -> str:
     return configured or DEFAULT_STORAGE
 
 
+BUSY_TIMEOUT_MS = 30_000
 _WAL_FILES: set[Path] = set()  # SQLite files whose connections get the pragmas below
 
 
@@ -56,8 +58,12 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
         return
     files = {Path(row[2]).resolve() for row in connection.execute("PRAGMA database_list") if row[2]}
     if files & _WAL_FILES:
-        connection.execute("PRAGMA journal_mode=WAL")
+        # Trial writes (a background thread), heartbeats and the driver share these files:
+        # a writer waits up to 30 s for another instead of sqlite3's default 5 s.
+        connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         connection.execute("PRAGMA synchronous=NORMAL")
+        with contextlib.suppress(sqlite3.OperationalError):  # locked right now: next time
+            connection.execute("PRAGMA journal_mode=WAL")
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:

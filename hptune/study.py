@@ -331,8 +331,13 @@ class Objective:
             trial.number,
             {"trial_number": trial.number, **logged_params(trial_config, seed, self.device)},
         )
-        trial.set_user_attr(RUN_ID_ATTR, run.run_id)
-        return Running(trial, params, trial_config, seed, run)
+        running = Running(trial, params, trial_config, seed, run)
+        try:
+            trial.set_user_attr(RUN_ID_ATTR, run.run_id)
+        except BaseException as error:  # e.g. Ctrl-C: the run just created ends with it
+            self.record_error(running, error)
+            raise
+        return running
 
     def build(self, running: Running) -> torch.nn.Module:
         """The trial's model, initialized from its seed, on the training device."""

@@ -75,8 +75,15 @@ class StudyTracker:
         return run.info.run_id
 
     def close_parent(self, run_id: str, status: str = "FINISHED") -> None:
-        self.flush()
-        self.client.set_terminated(run_id, status=status)
+        """End the study's parent run, after every queued trial write (the writer stops)."""
+        try:
+            self.flush()
+        except Exception:
+            status = "FAILED"  # a trial's write failed: the study's record is incomplete
+            raise
+        finally:
+            self.writer.pool.shutdown(wait=True)
+            self.client.set_terminated(run_id, status=status)
 
     def flush(self) -> None:
         """Wait until every queued trial write is stored; raise the first that failed."""
