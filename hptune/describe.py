@@ -29,7 +29,8 @@ def describe_study(config: StudyConfig) -> str:
         )
         + f"pruner: {config.pruner.name}",
         f"trials per run: {_trials_per_run(config)}"
-        + (f", timeout {config.timeout:g} s" if config.timeout else ""),
+        + (f", timeout {config.timeout:g} s" if config.timeout else "")
+        + (f", {config.batch_trials} at a time" if config.batch_trials > 1 else ""),
         f"data: {config.data.dataset}, normalize {config.data.normalize}, validation "
         + (
             "on the test set"

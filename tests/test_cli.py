@@ -35,6 +35,9 @@ def test_validate_prints_the_space_without_data_or_stores(tmp_path: Path) -> Non
         assert line in out
     # Validation touched neither Optuna's nor MLflow's store.
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
+    assert "trials per run: 30, timeout 3600 s\n" in out
+    _, batched, _ = invoke("validate", str(STUDIES / "fashion.yaml"), "--set", "batch_trials=8")
+    assert "trials per run: 30, timeout 3600 s, 8 at a time\n" in batched
 
 
 def test_bad_study_file_is_exit_2_one_line_per_problem(tmp_path: Path) -> None:
