@@ -23,6 +23,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hptune.batched import SHARED_FIELDS, train_batched
+from hptune.config import Choice, StudyConfig
 from hptune.study import TRIAL_FAILURES, Objective, Running, best_value
 
 
@@ -118,16 +119,29 @@ class _Batch:
         self.objective.progress.trial_ended(best_value(self.study))
 
 
+def batch_key(config: StudyConfig) -> tuple[object, ...]:
+    """What trials must share to train as one stacked model (their resolved configs)."""
+    return (
+        config.model.model_dump_json(),
+        *(getattr(config.train, name) for name in SHARED_FIELDS),
+    )
+
+
+def group_rows(config: StudyConfig, rows: list[dict[str, Choice]]) -> list[dict[str, Choice]]:
+    """A table's rows with those that can share a model next to each other (otherwise in file
+    order), so that K consecutive rows - a batch - fill one stacked model."""
+    keys = {id(row): batch_key(config.with_params(row)) for row in rows}
+    first_seen: dict[tuple[object, ...], int] = {}
+    for index, row in enumerate(rows):
+        first_seen.setdefault(keys[id(row)], index)
+    return sorted(rows, key=lambda row: first_seen[keys[id(row)]])
+
+
 def _groups(members: list[Running]) -> list[list[Running]]:
     """Members that can train as one stacked model, in ask order."""
     groups: dict[tuple[object, ...], list[Running]] = {}
     for member in members:
-        train = member.config.train
-        key = (
-            member.config.model.model_dump_json(),
-            *(getattr(train, name) for name in SHARED_FIELDS),
-        )
-        groups.setdefault(key, []).append(member)
+        groups.setdefault(batch_key(member.config), []).append(member)
     return list(groups.values())
 
 

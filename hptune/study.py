@@ -212,6 +212,10 @@ def optimize(config: StudyConfig) -> StudyResult:
     n_trials = config.n_trials
     if rows is not None:
         # A table's default is "every row not run yet"; an explicit n_trials runs fewer.
+        if config.batch_trials > 1:  # rows that can share a stacked model, side by side
+            from hptune.batchrun import group_rows
+
+            rows = group_rows(config, rows)
         queued = grid.enqueue_table(study, rows)
         explicit = grid.explicit_n_trials(config)
         n_trials = queued if explicit is None else min(explicit, queued)

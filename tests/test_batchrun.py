@@ -22,8 +22,8 @@ train: {epochs: 2, batch_size: 32}
 pruner: {name: none}
 sampler: {name: grid}
 search_space:
-  lr: {type: categorical, choices: [0.03, 0.01, 0.003]}
   width: {type: categorical, choices: [16, 24]}
+  lr: {type: categorical, choices: [0.03, 0.01, 0.003]}
 """
 
 
@@ -156,3 +156,21 @@ def test_heartbeats_are_recorded_at_once_and_then_every_interval(tmp_path: Path)
         assert len(first) == 1  # recorded when the trial was asked, not an interval later
         time.sleep(2.5)
         assert beats()[0] > first[0]  # and kept fresh while it runs
+
+
+def test_table_rows_that_share_a_model_are_enqueued_side_by_side(tmp_path: Path) -> None:
+    from hptune.batchrun import group_rows
+    from hptune.grid import table
+
+    # lr-major file order alternates widths; batching groups them (first width first), keeping
+    # file order within a width.
+    text = GRID.replace("  width: {type: categorical, choices: [16, 24]}\n", "") + (
+        "  width: {type: categorical, choices: [16, 24]}\n"
+    )
+    config = small_study(tmp_path, text)
+    rows = table(config)
+    assert [row["width"] for row in rows] == [16, 24, 16, 24, 16, 24]
+    grouped = group_rows(config, rows)
+    assert [(row["width"], row["lr"]) for row in grouped] == [
+        (16, 0.03), (16, 0.01), (16, 0.003), (24, 0.03), (24, 0.01), (24, 0.003),
+    ]  # fmt: skip
