@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from hptune import batched, data, training
+from hptune import batched, cudagraph, data, training
 from hptune.config import DataConfig, ModelConfig, TrainConfig
 from hptune.models import build_model
 
@@ -51,7 +51,7 @@ def cudnn_variants() -> None:
 def optimizer_kernels() -> None:
     splits = data.load(DataConfig(), CUDA)
     shape = ModelConfig(hidden_sizes=[256, 128])
-    adopted = training.graph_options
+    adopted = cudagraph.graph_options
 
     def foreach_only(optimizer: str) -> dict[str, Any]:
         return {k: v for k, v in adopted(optimizer).items() if k != "fused"}

@@ -24,7 +24,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from hptune.config import TrainConfig
-from hptune.cudagraph import CapturedStep
+from hptune.cudagraph import CapturedStep, graph_options
 from hptune.data import Splits
 from hptune.registry import lookup
 from hptune.training import (
@@ -34,7 +34,6 @@ from hptune.training import (
     EpochReport,
     TrainResult,
     epoch_report,
-    graph_options,
     uses_cuda_graphs,
     weight_layers,
 )

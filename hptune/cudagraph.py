@@ -7,8 +7,9 @@ batch gather, forward, loss, backward, optimizer update and the running loss/cor
 Same arithmetic as the eager loop, every sample seen:
 - the first ``WARMUP_STEPS`` batches train eagerly on a side stream (as PyTorch's whole-network
   capture recipe asks: lazy initialization, optimizer state), then the step is captured;
-- a learning rate is a constant inside a captured graph, so when a scheduler changes it (or a
-  batched trial leaves the batch) the step is captured again, once per epoch at most;
+- a learning rate is a constant inside a captured graph, so when a scheduler changes it the
+  step is captured again, once per epoch at most (a batch that loses a member builds a new
+  ``CapturedStep`` for the new shapes);
 - the last, partial batch of an epoch runs eagerly, accumulating into the graph's own gradient
   tensors, so nothing is dropped or padded.
 
@@ -18,7 +19,8 @@ others (Adagrad) train eagerly.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,12 +35,22 @@ GRAPH_OPTIMIZERS = frozenset(
 )
 
 
+def graph_options(optimizer: str) -> dict[str, Any]:
+    """Constructor options for an optimizer replayed from a CUDA graph: a step counter on the
+    device (``capturable``), and for Adam/AdamW the fused kernel, one launch per parameter
+    group instead of one per operation (H100, B's MLP: 0.119 -> 0.086 s/epoch; 64 batched
+    MLPs: 4.07 -> 1.70 s/epoch; same accuracy within seed noise; examples/gpu_probes.py)."""
+    if optimizer in ("sgd", "sgd_momentum"):
+        return {}  # no step counter
+    return {"capturable": True, **({"fused": True} if optimizer in ("adam", "adamw") else {})}
+
+
 class CapturedStep:
     """``step(index)`` for index tensors of one shape, replayed from a CUDA graph.
 
     ``step`` must do the whole update (forward, backward, ``optimizer.step()``) and keep its
     results in tensors allocated outside it. The graph is captured again when the optimizer's
-    learning rates or ``key()`` change.
+    learning rates change.
     """
 
     def __init__(
@@ -46,11 +58,10 @@ class CapturedStep:
         step: Callable[[torch.Tensor], None],
         optimizer: torch.optim.Optimizer,
         index: torch.Tensor,
-        key: Callable[[], Hashable] = lambda: None,
     ) -> None:
-        self.step, self.optimizer, self.index, self.key = step, optimizer, index, key
+        self.step, self.optimizer, self.index = step, optimizer, index
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.captured: Hashable = None
+        self.captured_lrs: list[float] = []
         self.warm = 0
         self.captures = self.replays = 0  # counted for tests and the benchmark
         self.side = torch.cuda.Stream(device=index.device)
@@ -69,16 +80,15 @@ class CapturedStep:
             torch.cuda.current_stream().wait_stream(self.side)
             self.warm += 1
         else:
-            if self.graph is None or self._state() != self.captured:
+            if self.graph is None or self._lrs() != self.captured_lrs:
                 self._capture()
             self.index.copy_(index)
             assert self.graph is not None
             self.graph.replay()
             self.replays += 1
 
-    def _state(self) -> Hashable:
-        lrs = tuple(float(group["lr"]) for group in self.optimizer.param_groups)
-        return lrs, self.key()
+    def _lrs(self) -> list[float]:
+        return [float(group["lr"]) for group in self.optimizer.param_groups]
 
     def _capture(self) -> None:
         pool = None if self.graph is None else self.graph.pool()
@@ -87,7 +97,7 @@ class CapturedStep:
         self.optimizer.zero_grad(set_to_none=True)
         with torch.cuda.graph(graph, pool=pool, stream=self.side):
             self.step(self.index)
-        self.graph, self.captured = graph, self._state()
+        self.graph, self.captured_lrs = graph, self._lrs()
         self.captures += 1
 
 

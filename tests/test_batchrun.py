@@ -13,7 +13,13 @@ from optuna.trial import TrialState
 
 from hptune import storage, study
 from hptune.attrs import RETRY_OF_ATTR, RUN_ID_ATTR
-from tests.test_study import SMALL, runs, small_study, start_worker_in_a_trial, wait_for_exit
+from tests.test_study import (
+    PRUNED_AT_EPOCH_1,
+    runs,
+    small_study,
+    start_worker_in_a_trial,
+    wait_for_exit,
+)
 
 GRID = """name: grid
 data: {dataset: mnist, val_fraction: 0.2}
@@ -94,10 +100,7 @@ def test_a_diverging_member_fails_alone_and_the_batch_goes_on(
 def test_a_threshold_prunes_batch_members_each_at_their_epoch(
     tmp_path: Path, mnist_dir: Path, tracking: MlflowClient
 ) -> None:
-    text = SMALL.replace(
-        "pruner: {name: none}", "pruner: {name: threshold, options: {lower: 1.01}}"
-    )
-    result = study.optimize(small_study(tmp_path, text, ("batch_trials=2",)))
+    result = study.optimize(small_study(tmp_path, PRUNED_AT_EPOCH_1, ("batch_trials=2",)))
     # No accuracy reaches 1.01: both members are pruned after epoch 1, each its own run.
     assert [t.state for t in result.study.trials] == [TrialState.PRUNED] * 2
     for run in runs(tracking, "trial"):

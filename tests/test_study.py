@@ -33,6 +33,12 @@ search_space:
 """
 
 
+# No accuracy reaches 1.01: a threshold pruner stops every trial after its first epoch.
+PRUNED_AT_EPOCH_1 = SMALL.replace(
+    "pruner: {name: none}", "pruner: {name: threshold, options: {lower: 1.01}}"
+)
+
+
 def small_study(tmp_path: Path, text: str = SMALL, overrides: tuple[str, ...] = ()) -> StudyConfig:
     return load_study_file(study_yaml(tmp_path / "small.yaml", text), overrides)
 
@@ -121,10 +127,7 @@ def test_diverging_trial_is_recorded_failed_and_the_study_goes_on(
 def test_pruned_trial_ends_killed_with_its_epoch_and_curves(
     tmp_path: Path, mnist_dir: Path, tracking: MlflowClient
 ) -> None:
-    text = SMALL.replace(
-        "pruner: {name: none}", "pruner: {name: threshold, options: {lower: 1.01}}"
-    )
-    result = study.optimize(small_study(tmp_path, text, ("n_trials=1",)))
+    result = study.optimize(small_study(tmp_path, PRUNED_AT_EPOCH_1, ("n_trials=1",)))
     # No accuracy reaches 1.01, so the pruner stops the trial after its first epoch.
     assert result.study.trials[0].state == TrialState.PRUNED
     (run,) = runs(tracking, "trial")
