@@ -24,7 +24,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from hptune.config import TrainConfig
-from hptune.cudagraph import CapturedStep, graph_options
+from hptune.cudagraph import CapturedStep
 from hptune.data import Splits
 from hptune.registry import lookup
 from hptune.training import (
@@ -33,7 +33,9 @@ from hptune.training import (
     SCHEDULERS,
     EpochReport,
     TrainResult,
+    autocast_dtype,
     epoch_report,
+    optimizer_options,
     uses_cuda_graphs,
     weight_layers,
 )
@@ -76,7 +78,7 @@ def train_batched(
         for model, config in zip(models, configs, strict=True)
     ]
     graphed = uses_cuda_graphs(first, device)
-    options = graph_options(first.optimizer) if graphed else {}
+    options = optimizer_options(first.optimizer, device, capturable=graphed)
     optimizer = lookup(OPTIMIZERS, first.optimizer, "optimizer")(groups, lr=first.lr, **options)
     scheduler = lookup(SCHEDULERS, first.scheduler, "scheduler")(optimizer, first.epochs)
     generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
@@ -93,7 +95,7 @@ def train_batched(
             break
         started = time.perf_counter()
         if steps is None or steps.active != active:
-            steps = _Steps(stacked, optimizer, splits, first.batch_size, active, graphed)
+            steps = _Steps(stacked, optimizer, splits, first, active, graphed)
         losses, correct = steps.epoch(generators)
         val_losses, val_predictions = _evaluate(stacked, splits.val_x, splits.val_y, active)
         for slot, k in enumerate(active):
@@ -156,16 +158,17 @@ class _Steps:
         stacked: _Stacked,
         optimizer: torch.optim.Optimizer,
         splits: Splits,
-        batch_size: int,
+        config: TrainConfig,
         active: list[int],
         graphed: bool,
     ) -> None:
         self.stacked, self.optimizer, self.active = stacked, optimizer, active
-        self.x, self.y, self.batch_size = splits.train_x, splits.train_y, batch_size
+        self.x, self.y, self.batch_size = splits.train_x, splits.train_y, config.batch_size
         device = self.x.device
+        self.dtype = autocast_dtype(config, device)
         self.loss_sum = torch.zeros(len(active), device=device)
         self.correct = torch.zeros(len(active), device=device, dtype=torch.long)
-        index = torch.zeros((len(active), batch_size), dtype=torch.long, device=device)
+        index = torch.zeros((len(active), self.batch_size), dtype=torch.long, device=device)
         self.captured = CapturedStep(self._step, optimizer, index) if graphed else None
 
     def epoch(self, generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,8 +192,9 @@ class _Steps:
     def _step(self, index: torch.Tensor) -> None:
         inputs, targets = self.x[index], self.y[index]
         stacked = self.stacked
-        logits = stacked.forward(stacked.parameters(self.active), inputs, shared=False)
-        losses = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+        with torch.autocast(inputs.device.type, self.dtype, enabled=self.dtype is not None):
+            logits = stacked.forward(stacked.parameters(self.active), inputs, shared=False)
+            losses = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
         losses = losses.view(len(self.active), -1).mean(dim=1)
         losses.sum().backward()  # member k's loss reaches only member k's parameters
         self.optimizer.step()

@@ -5,8 +5,10 @@
 Both run in this process on the same images, model, batch size and device. The reference loop
 is the experiments' style: a per-sample torchvision dataset (``ToTensor`` + ``Normalize``), a
 shuffling ``DataLoader`` and a ``.item()`` per batch. hptune's path is ``training.train`` on
-device-resident tensors, exactly as ``hptune optimize`` calls it. Epoch times are medians of the
-epochs after the first (warm-up); both are evaluated on the test set after every epoch.
+device-resident tensors, exactly as ``hptune optimize`` calls it (``train.precision: auto``: bf16
+autocast on a CPU with native bf16, when a second line shows the same path in fp32; on CUDA a
+second line shows it without CUDA graphs). Epoch times are medians of the epochs after the
+first (warm-up); both are evaluated on the test set after every epoch.
 
 Batched trials train ``--members`` MLPs as one stacked model (``hptune.batched``) and the same
 trials one after the other, and compare model-epochs per second.
@@ -37,7 +39,7 @@ from hptune import data
 from hptune.batched import train_batched
 from hptune.config import DataConfig, ModelConfig, StudyConfig, TrainConfig
 from hptune.models import build_model
-from hptune.training import TrainResult, evaluate, train, uses_cuda_graphs
+from hptune.training import TrainResult, evaluate, precision_name, train, uses_cuda_graphs
 
 MODELS = {  # experiment B's MLP and experiment A's CNN, with their batch sizes
     "mlp": (ModelConfig(hidden_sizes=[256, 128]), 128),
@@ -115,26 +117,21 @@ def compare_model(name: str, device: torch.device, epochs: int, train_subset: in
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    torch.manual_seed(0)
-    model = build_model(model_config, shape, 10).to(device)
     config = TrainConfig(epochs=epochs, batch_size=batch_size)
-    history = train(model, splits, config, 0).history
-    hp_times = [report.metrics["time/epoch_s"] for report in history]
-    _, predictions = evaluate(model, splits.test_x, splits.test_y)
-    hp_acc = (predictions == splits.test_y).float().mean().item()
-
-    ref_epoch, hp_epoch = statistics.median(ref_times[1:]), statistics.median(hp_times[1:])
+    hp_epoch, hp_acc = _hptune_run(name, splits, config)
+    ref_epoch = statistics.median(ref_times[1:])
     extra = {}
     if uses_cuda_graphs(config, device):  # what the graphs buy: the same path launched eagerly
-        torch.manual_seed(0)
-        model = build_model(model_config, shape, 10).to(device)
-        eager = train(model, splits, config.model_copy(update={"cuda_graphs": False}), 0)
-        extra["hptune_eager_epoch_s"] = statistics.median(
-            report.metrics["time/epoch_s"] for report in eager.history[1:]
-        )
+        eager = config.model_copy(update={"cuda_graphs": False})
+        extra["hptune_eager_epoch_s"] = _hptune_run(name, splits, eager)[0]
+    precision = precision_name(config, device)
+    if precision == "bf16":  # what bf16 buys, and its accuracy next to fp32's
+        fp32 = config.model_copy(update={"precision": "fp32"})
+        extra["hptune_fp32_epoch_s"], extra["hptune_fp32_acc"] = _hptune_run(name, splits, fp32)
     return {
         "model": name,
         "device": str(device),
+        "precision": precision,
         "reference_epoch_s": ref_epoch,
         "hptune_epoch_s": hp_epoch,
         "ratio": ref_epoch / hp_epoch,
@@ -143,6 +140,16 @@ def compare_model(name: str, device: torch.device, epochs: int, train_subset: in
         "peak_mem_mb": _peak_memory_mb(device),
         **extra,
     }
+
+
+def _hptune_run(name: str, splits: data.Splits, config: TrainConfig) -> tuple[float, float]:
+    """hptune's median epoch time (after the first) and test accuracy, from seed 0."""
+    torch.manual_seed(0)
+    model = build_model(MODELS[name][0], splits.input_shape, 10).to(splits.train_x.device)
+    history = train(model, splits, config, 0).history
+    _, predictions = evaluate(model, splits.test_x, splits.test_y)
+    accuracy = (predictions == splits.test_y).float().mean().item()
+    return statistics.median(r.metrics["time/epoch_s"] for r in history[1:]), accuracy
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -312,12 +319,13 @@ def _or_error(part: Callable[..., dict], *args: Any) -> dict:
 def format_table(report: dict[str, Any]) -> str:
     """The printed table."""
     lines = [
-        f"{'model':<6}{'device':<8}{'reference s/epoch':>19}{'hptune s/epoch':>16}{'ratio':>8}"
-        f"{'ref acc':>9}{'hptune acc':>12}{'peak MB':>10}"
+        f"{'model':<6}{'device':<8}{'prec':<6}{'reference s/epoch':>19}{'hptune s/epoch':>16}"
+        f"{'ratio':>8}{'ref acc':>9}{'hptune acc':>12}{'peak MB':>10}"
     ]
     for row in report["results"]:
         lines.append(
-            f"{row['model']:<6}{row['device']:<8}{row['reference_epoch_s']:>19.3f}"
+            f"{row['model']:<6}{row['device']:<8}{row['precision']:<6}"
+            f"{row['reference_epoch_s']:>19.3f}"
             f"{row['hptune_epoch_s']:>16.3f}{row['ratio']:>7.1f}x{row['reference_acc']:>9.4f}"
             f"{row['hptune_acc']:>12.4f}{row['peak_mem_mb']:>10.0f}"
         )
@@ -325,6 +333,12 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append(
                 f"  {row['model']} without CUDA graphs: {row['hptune_eager_epoch_s']:.3f} s/epoch"
                 f" ({row['reference_epoch_s'] / row['hptune_eager_epoch_s']:.1f}x the reference)"
+            )
+        if "hptune_fp32_epoch_s" in row:
+            lines.append(
+                f"  {row['model']} in fp32: {row['hptune_fp32_epoch_s']:.3f} s/epoch"
+                f" ({row['reference_epoch_s'] / row['hptune_fp32_epoch_s']:.1f}x the reference),"
+                f" acc {row['hptune_fp32_acc']:.4f}"
             )
     throughput = report["study_throughput"]
     lines.append(

@@ -33,7 +33,15 @@ from hptune.progress import Progress
 from hptune.samplers import build_pruner, build_sampler
 from hptune.storage import open_storage, redact, storage_url
 from hptune.tracking import PARENT_RUN_ATTR, StudyTracker, TrialRun, resolve_tracking_uri
-from hptune.training import Diverged, EpochReport, TrainResult, evaluate, seed_everything, train
+from hptune.training import (
+    Diverged,
+    EpochReport,
+    TrainResult,
+    evaluate,
+    precision_name,
+    seed_everything,
+    train,
+)
 
 GALLERY_SIZE = 8  # test images shown with true vs predicted labels (experiment A)
 
@@ -101,6 +109,7 @@ def logged_params(config: StudyConfig, seed: int, device: torch.device) -> dict[
         "scheduler": train_config.scheduler,
         "seed": seed,
         "device": str(device),
+        "precision": precision_name(train_config, device),
     }
     if model.family == "mlp":
         params.update(

@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from hptune import bench
+from hptune.config import TrainConfig
+from hptune.training import precision_name
 
 
 def test_benchmark_writes_the_documented_json(tmp_path: Path, fashion_mnist: Path) -> None:
@@ -18,14 +21,17 @@ def test_benchmark_writes_the_documented_json(tmp_path: Path, fashion_mnist: Pat
     )  # fmt: skip
     report = json.loads(out.read_text())
     (row,) = report["results"]
+    fp32 = {"hptune_fp32_epoch_s", "hptune_fp32_acc"} if row["precision"] == "bf16" else set()
     assert set(row) == {
-        "model", "device", "reference_epoch_s", "hptune_epoch_s", "ratio",
-        "reference_acc", "hptune_acc", "peak_mem_mb",
+        "model", "device", "precision", "reference_epoch_s", "hptune_epoch_s", "ratio",
+        "reference_acc", "hptune_acc", "peak_mem_mb", *fp32,
     }  # fmt: skip
+    assert row["precision"] == precision_name(TrainConfig(), torch.device("cpu"))
     # The ratio is the two measured epoch times of the same run, not a constant.
     assert row["ratio"] == pytest.approx(row["reference_epoch_s"] / row["hptune_epoch_s"])
     # Both loops learn on the same 1,000 images: far above chance (10%).
     assert row["reference_acc"] > 0.5 and row["hptune_acc"] > 0.5
+    assert row.get("hptune_fp32_acc", 1.0) > 0.5
     throughput = report["study_throughput"]
     assert throughput["ratio"] == pytest.approx(
         throughput["trial_epochs_per_s"] / throughput["reference_trial_epochs_per_s"]
