@@ -13,9 +13,10 @@ first (warm-up); both are evaluated on the test set after every epoch.
 Batched trials train ``--members`` MLPs as one stacked model (``hptune.batched``) and the same
 trials one after the other, and compare model-epochs per second.
 
-Study throughput runs the same four flagship-style trials (one learning rate each) three ways:
-hptune through ``hptune.optimize`` (Optuna + MLflow, in a temporary folder) one trial at a time
-and with ``batch_trials: 4``, and the reference as Optuna's PyTorch example does it (the
+Study throughput runs the same four flagship-style trials (one learning rate each) four ways:
+hptune through ``hptune.optimize`` (Optuna + MLflow, in a temporary folder) one trial at a time,
+with ``batch_trials: 4`` and with ``workers: 2`` (worker processes, their start included), and
+the reference as Optuna's PyTorch example does it (the
 reference loop, ``mlflow.log_metric`` per epoch).
 """
 
@@ -46,6 +47,7 @@ MODELS = {  # experiment B's MLP and experiment A's CNN, with their batch sizes
     "cnn": (ModelConfig(family="cnn"), 64),
 }
 LEARNING_RATES = (3e-4, 1e-3, 3e-3, 1e-2)  # the study-throughput trials (B's MLP, Adam)
+WORKERS = 2  # worker processes in the study-throughput run with ``workers``
 
 
 def reference_loaders(
@@ -168,12 +170,15 @@ def study_throughput(device: torch.device, epochs: int, train_subset: int | None
 
     import hptune
 
-    def config(name: str, batch_trials: int, n_trials: int = len(LEARNING_RATES)) -> StudyConfig:
+    def config(
+        name: str, batch_trials: int, n_trials: int = len(LEARNING_RATES), workers: int = 1
+    ) -> StudyConfig:
         return StudyConfig.model_validate(
             {
                 "name": name,
                 "n_trials": n_trials,
                 "batch_trials": batch_trials,
+                "workers": workers,
                 "sampler": {"name": "grid"},
                 "pruner": {"name": "none"},
                 "data": {"train_subset": train_subset},
@@ -197,6 +202,9 @@ def study_throughput(device: torch.device, epochs: int, train_subset: int | None
             started = time.perf_counter()
             hptune.optimize(config("bench_batched", len(LEARNING_RATES)))
             batched_s = time.perf_counter() - started
+            started = time.perf_counter()
+            hptune.optimize(config("bench_workers", 1, workers=WORKERS))
+            workers_s = time.perf_counter() - started
 
             mlflow.set_tracking_uri(result.tracking_uri)  # the same, already created store
             loaders = reference_loaders(train_subset, 128)
@@ -230,6 +238,9 @@ def study_throughput(device: torch.device, epochs: int, train_subset: int | None
         "ratio": reference_s / hptune_s,
         "batched_trial_epochs_per_s": trial_epochs / batched_s,
         "batched_ratio": reference_s / batched_s,
+        "workers": WORKERS,
+        "workers_trial_epochs_per_s": trial_epochs / workers_s,
+        "workers_ratio": reference_s / workers_s,
         "trial_overhead_pct": overhead,
     }
 
@@ -346,6 +357,8 @@ def format_table(report: dict[str, Any]) -> str:
         f"reference {throughput['reference_trial_epochs_per_s']:.2f}, "
         f"ratio {throughput['ratio']:.1f}x; with batch_trials {len(LEARNING_RATES)}: "
         f"{throughput['batched_trial_epochs_per_s']:.2f}, ratio {throughput['batched_ratio']:.1f}x;"
+        f" with {throughput['workers']} workers: {throughput['workers_trial_epochs_per_s']:.2f},"
+        f" ratio {throughput['workers_ratio']:.1f}x;"
         f" Optuna + MLflow + setup {throughput['trial_overhead_pct']:.1f}% of trial wall time"
     )
     batched = report["batched_trials"]

@@ -67,6 +67,11 @@ def validate(study_file: Path, overrides: tuple[str, ...]) -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Training device.")
 @click.option("--storage", metavar="URL", help="Optuna storage URL (default: mlruns/optuna.db).")
 @click.option("--study-name", metavar="NAME", help="Run under another study name.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Processes training trials side by side (CPU threads are split among them).",
+)
 def optimize(
     study_file: Path,
     overrides: tuple[str, ...],
@@ -75,6 +80,7 @@ def optimize(
     device: str | None,
     storage: str | None,
     study_name: str | None,
+    workers: int | None,
 ) -> None:
     """Run (or continue) the study described by STUDY_FILE."""
     from hptune.describe import summarize_result
@@ -84,7 +90,13 @@ def optimize(
     # A scheduler's or `timeout`'s SIGTERM stops the study as Ctrl-C does: the running trial is
     # queued again and its MLflow run closed, instead of waiting for its heartbeat to go stale.
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    flags = {"n_trials": n_trials, "timeout": timeout, "train.device": device, "storage": storage}
+    flags = {
+        "n_trials": n_trials,
+        "timeout": timeout,
+        "train.device": device,
+        "storage": storage,
+        "workers": workers,
+    }
     extra = [f"{key}={value}" for key, value in flags.items() if value is not None]
     config = load_study_file(study_file, [*overrides, *extra], study_name=study_name)
     result = run_study(config)

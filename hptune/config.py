@@ -274,6 +274,8 @@ class StudyConfig(_Section):
     timeout: float | None = Field(None, gt=0)
     # Trials asked at a time; those sharing an architecture train as one stacked model.
     batch_trials: int = Field(1, ge=1)
+    # Worker processes sharing the study (hptune/workers.py); CPU threads are split among them.
+    workers: int = Field(1, ge=1)
     storage: str | None = None
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()

@@ -9,14 +9,17 @@ from tqdm.auto import tqdm
 
 
 class Progress:
-    def __init__(self, n_trials: int | None, epochs: int) -> None:
+    """``enabled=False``: no bars at all (worker processes; the main one shows the study's)."""
+
+    def __init__(self, n_trials: int | None, epochs: int, enabled: bool = True) -> None:
         self.epochs = epochs
-        self.study_bar = tqdm(total=n_trials, desc="trials", unit="trial", disable=None)
+        self.disable = None if enabled else True  # None: tqdm decides by the terminal
+        self.study_bar = tqdm(total=n_trials, desc="trials", unit="trial", disable=self.disable)
         self.trial_bar: tqdm | None = None
 
     def trial_started(self, number: int, epochs: int) -> None:
         self.trial_bar = tqdm(
-            total=epochs, desc=f"trial {number}", unit="epoch", leave=False, disable=None
+            total=epochs, desc=f"trial {number}", unit="epoch", leave=False, disable=self.disable
         )
 
     def epoch(self, metrics: dict[str, float]) -> None:
@@ -34,6 +37,12 @@ class Progress:
         if best is not None:
             self.study_bar.set_postfix(best=f"{best:.4g}", refresh=False)
         self.study_bar.update()
+
+    def finished(self, count: int, best: float | None) -> None:
+        """Trials finished so far (by every worker), as counted in the study's storage."""
+        if best is not None:
+            self.study_bar.set_postfix(best=f"{best:.4g}", refresh=False)
+        self.study_bar.update(count - self.study_bar.n)
 
     def close(self) -> None:
         if self.trial_bar is not None:

@@ -45,17 +45,21 @@ def grid_points(config: StudyConfig) -> dict[str, list[Choice]]:
         raise ConfigError(_where(config) + problem for problem in error.problems) from None
 
 
-def build_sampler(config: StudyConfig, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
+def build_sampler(
+    config: StudyConfig, resumed_at: int = 0, worker: int = 0
+) -> optuna.samplers.BaseSampler:
     """The configured sampler, its options checked by its own constructor.
 
     ``resumed_at`` is the number of trials the study already has. A resumed study's sampler
     gets a seed derived from it: reseeding with the file's seed would replay the random draws
-    of the first invocation and repeat its trials.
+    of the first invocation and repeat its trials. Worker processes started together
+    (``worker`` 1, 2, ...) see the same count, so the worker's index joins the seed.
     """
     factory = lookup(SAMPLERS, config.sampler.name, "sampler")
     seed = config.sampler.seed
-    if seed is not None and resumed_at:
-        seed = int(np.random.SeedSequence([seed, resumed_at]).generate_state(1)[0])
+    if seed is not None and (resumed_at or worker):
+        entropy = [seed, resumed_at, worker] if worker else [seed, resumed_at]
+        seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
     options: dict[str, Any] = {**config.sampler.options, "seed": seed}
     if config.sampler.name == "grid":
         options["search_space"] = grid_points(config)

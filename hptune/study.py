@@ -50,7 +50,7 @@ TRIAL_FAILURES: tuple[type[Exception], ...] = (Diverged, torch.OutOfMemoryError)
 
 
 @dataclass(frozen=True)
-class _Best:
+class BestModel:
     """The best complete trial this process trained, with its weights (on the CPU)."""
 
     number: int
@@ -153,8 +153,10 @@ def _git_commit(config: StudyConfig) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def open_study(config: StudyConfig) -> optuna.Study:
-    """Load the named study or create it; refuse one whose search space no longer fits."""
+def open_study(config: StudyConfig, worker: int = 0) -> optuna.Study:
+    """Load the named study or create it; refuse one whose search space no longer fits.
+
+    ``worker``: the index of a worker process (``hptune.workers``), 0 in the main process."""
     storage = open_storage(storage_url(config.storage))
     sampler, pruner = build_sampler(config), build_pruner(config)
     fingerprint = space.fingerprint(config)
@@ -178,7 +180,8 @@ def open_study(config: StudyConfig) -> optuna.Study:
             "search space or objective; continue it with the old file, or start a new study "
             "with --study-name NEW"
         )
-    study.sampler = build_sampler(config, resumed_at=len(study.get_trials(deepcopy=False)))
+    resumed_at = len(study.get_trials(deepcopy=False))
+    study.sampler = build_sampler(config, resumed_at=resumed_at, worker=worker)
     return study
 
 
@@ -228,32 +231,24 @@ def optimize(config: StudyConfig) -> StudyResult:
         queued = grid.enqueue_table(study, rows)
         explicit = grid.explicit_n_trials(config)
         n_trials = queued if explicit is None else min(explicit, queued)
-    progress = Progress(n_trials, config.train.epochs)
-    objective = Objective(config, splits, device, tracker, parent, progress)
+    table = rows is not None
     status = "FAILED"
     try:
-        if n_trials != 0 and config.batch_trials > 1:
-            from hptune.batchrun import optimize_batched
+        if config.workers > 1:
+            from hptune.workers import run_workers
 
-            limit = sys.maxsize if n_trials is None else n_trials
-            table = rows is not None
-            optimize_batched(study, objective, limit, config.timeout, config.batch_trials, table)
-        elif n_trials != 0:
-            study.optimize(
-                objective,
-                n_trials=n_trials,
-                timeout=config.timeout,
-                catch=TRIAL_FAILURES,
-                callbacks=[grid.stop_when_queue_empty] if rows is not None else [],
-            )
+            best = run_workers(config, study, n_trials, table)
+        else:
+            progress = Progress(n_trials, config.train.epochs)
+            running = Objective(config, splits, device, tracker, parent, progress)
+            best = run_trials(study, running, n_trials, table)
         tracker.flush()  # every trial's run stored before the study's summary is written
-        _finish(study, config, splits, tracker, parent, objective.best)
+        _finish(study, config, splits, tracker, parent, best)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        progress.close()
         tracker.close_parent(parent, status)
     result = StudyResult(
         study, storage_url(config.storage), tracker.tracking_uri, config.experiment_name
@@ -265,6 +260,49 @@ def optimize(config: StudyConfig) -> StudyResult:
             result, configurations=len(keys), configurations_run=len(keys & done)
         )
     return result
+
+
+def run_trials(
+    study: optuna.Study, objective: Objective, n_trials: int | None, table: bool
+) -> BestModel | None:
+    """Run up to ``n_trials`` trials (None: until the timeout) in this process; a table's
+    trials stop when its queue is empty. Returns the best complete trial trained here."""
+    config = objective.config
+    try:
+        if n_trials != 0 and config.batch_trials > 1:
+            from hptune.batchrun import optimize_batched
+
+            limit = sys.maxsize if n_trials is None else n_trials
+            optimize_batched(study, objective, limit, config.timeout, config.batch_trials, table)
+        elif n_trials != 0:
+            study.optimize(
+                objective,
+                n_trials=n_trials,
+                timeout=config.timeout,
+                catch=TRIAL_FAILURES,
+                callbacks=[grid.stop_when_queue_empty] if table else [],
+            )
+    finally:
+        objective.progress.close()
+    return objective.best
+
+
+def work(config: StudyConfig, n_trials: int | None, table: bool, worker: int) -> BestModel | None:
+    """A worker process's share of a study that ``optimize`` opened (``hptune.workers``): its
+    trials under the study's parent run, which the main process ends."""
+    optuna.logging.set_verbosity(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    device = resolve_device(config.train.device)
+    splits = data.load(config.data, device)
+    study = open_study(config, worker)
+    tracker = StudyTracker(config.experiment_name, resolve_tracking_uri(config.tracking.uri))
+    parent = study.user_attrs[PARENT_RUN_ATTR]
+    progress = Progress(n_trials, config.train.epochs, enabled=False)
+    objective = Objective(config, splits, device, tracker, parent, progress, worker)
+    try:
+        return run_trials(study, objective, n_trials, table)
+    finally:
+        tracker.close()  # every trial's run stored before the main process summarizes
 
 
 def _close_dead_trials(study: optuna.Study, tracker: StudyTracker) -> None:
@@ -304,15 +342,17 @@ class Objective:
         tracker: StudyTracker,
         parent_run_id: str,
         progress: Progress,
+        worker: int = 0,
     ) -> None:
         self.config = config
+        self.worker = worker  # the worker process's index (hptune.workers), 0: the main one
         self.splits = splits
         self.device = device
         self.tracker = tracker
         self.parent_run_id = parent_run_id
         self.progress = progress
         self.val_labels = splits.val_y.cpu().numpy()
-        self.best: _Best | None = None
+        self.best: BestModel | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
         running = self.begin(trial)
@@ -343,6 +383,7 @@ class Objective:
             self.config.name,
             trial.number,
             {"trial_number": trial.number, **logged_params(trial_config, seed, self.device)},
+            {"hptune.worker": str(self.worker)} if self.worker else {},
         )
         running = Running(trial, params, trial_config, seed, run)
         try:
@@ -394,7 +435,7 @@ class Objective:
         run.log_outcome(curve_summary([m for _, m in history]), validation, history)
         run.finish("FINISHED", {"hptune.state": "complete", FIT_ATTR: fit})
         if _improves(trial.study, value):
-            self.best = _Best(trial.number, run.run_id, value, model.cpu())
+            self.best = BestModel(trial.number, run.run_id, value, model.cpu())
         return value
 
 
@@ -420,7 +461,7 @@ def _finish(
     splits: data.Splits,
     tracker: StudyTracker,
     parent: str,
-    best: _Best | None,
+    best: BestModel | None,
 ) -> None:
     """Record the study's best on the parent run; if this process trained it, log and register
     its model and evaluate it once on the held-out test set."""

@@ -77,13 +77,19 @@ class StudyTracker:
     def close_parent(self, run_id: str, status: str = "FINISHED") -> None:
         """End the study's parent run, after every queued trial write (the writer stops)."""
         try:
-            self.flush()
+            self.close()
         except Exception:
             status = "FAILED"  # a trial's write failed: the study's record is incomplete
             raise
         finally:
-            self.writer.pool.shutdown(wait=True)
             self.client.set_terminated(run_id, status=status)
+
+    def close(self) -> None:
+        """Store every queued trial write and stop the writer; raise the first that failed."""
+        try:
+            self.flush()
+        finally:
+            self.writer.pool.shutdown(wait=True)
 
     def flush(self) -> None:
         """Wait until every queued trial write is stored; raise the first that failed."""
@@ -143,7 +149,12 @@ class StudyTracker:
         self.client.log_figure(parent_run_id, gallery, "test_gallery.png")
 
     def start_trial(
-        self, parent_run_id: str, study_name: str, number: int, params: Mapping[str, Any]
+        self,
+        parent_run_id: str,
+        study_name: str,
+        number: int,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str] | None = None,
     ) -> TrialRun:
         """A child run for trial ``number`` holding every hyperparameter as a param."""
         run = self.client.create_run(
@@ -154,6 +165,7 @@ class StudyTracker:
                 "hptune.role": "trial",
                 "hptune.study": study_name,
                 "hptune.trial": str(number),
+                **(tags or {}),
             },
         )
         run_id = run.info.run_id

@@ -1,0 +1,91 @@
+"""Studies with ``workers: N``: worker processes share the study; nothing is lost or repeated."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from hptune import storage, study
+from hptune.attrs import RUN_ID_ATTR
+from hptune.workers import shares
+from tests.test_batchrun import GRID
+from tests.test_study import runs, small_study, start_worker_in_a_trial, wait_for_exit
+
+
+@pytest.fixture
+def tracking() -> MlflowClient:
+    return MlflowClient()
+
+
+@pytest.mark.parametrize(
+    ("n_trials", "workers", "table", "expected"),
+    [
+        (5, 2, False, [3, 2]),  # split evenly: 5 in total
+        (1, 3, False, [1]),  # no worker without a trial
+        (None, 2, False, [None, None]),  # until the timeout, each
+        (12, 2, True, [12, 12]),  # a table's queue bounds the total itself
+        (1, 2, True, [1]),
+    ],
+)
+def test_trials_are_shared_without_one_more_or_less(
+    n_trials: int | None, workers: int, table: bool, expected: list[int | None]
+) -> None:
+    assert shares(n_trials, workers, table) == expected
+
+
+def test_two_workers_share_one_study(
+    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient
+) -> None:
+    result = study.optimize(small_study(tmp_path, overrides=("n_trials=4", "workers=2")))
+    trials = result.study.trials
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    # Each worker ran its share under its own sampler seed: no parameters drawn twice.
+    assert len({t.params["lr"] for t in trials}) == 4
+    trial_runs = runs(tracking, "trial")
+    assert sorted(r.data.tags["hptune.worker"] for r in trial_runs) == ["1", "1", "2", "2"]
+    assert {r.info.status for r in trial_runs} == {"FINISHED"}
+    # The main process recorded the best and evaluated the best trial's model on the test set.
+    (parent,) = runs(tracking, "study")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["best_value"] == pytest.approx(result.study.best_value)
+    assert "test/accuracy" in parent.data.metrics
+    (version,) = tracking.search_model_versions("name='small'")
+    assert version.run_id == result.study.best_trial.user_attrs[RUN_ID_ATTR]
+
+
+def test_workers_run_each_row_of_a_table_once(
+    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient
+) -> None:
+    result = study.optimize(small_study(tmp_path, GRID, ("workers=2",)))
+    rows = sorted((t.params["width"], t.params["lr"]) for t in result.study.trials)
+    assert result.configurations_run == 6
+    assert rows == sorted((w, lr) for w in (16, 24) for lr in (0.03, 0.01, 0.003))
+    again = study.optimize(small_study(tmp_path, GRID, ("workers=2",)))
+    assert len(again.study.trials) == 6
+
+
+def test_sigterm_stops_every_worker_and_the_study_continues(
+    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient
+) -> None:
+    main = start_worker_in_a_trial(tmp_path, ("--n-trials", "2", "--workers", "2"), trials=2)
+    main.send_signal(signal.SIGTERM)
+    assert wait_for_exit(main) == 130
+    stored = optuna.load_study(study_name="small", storage=storage.storage_url(None))
+    # Both running trials ended as after Ctrl-C: failed, their parameters queued again.
+    states = sorted(t.state.name for t in stored.trials)
+    assert states == ["FAIL", "FAIL", "WAITING", "WAITING"]
+    assert {r.info.status for r in runs(tracking, "trial")} == {"KILLED"}
+    (parent,) = runs(tracking, "study")
+    assert parent.info.status == "KILLED"
+    # Continued: the two queued trials run (once each), with the interrupted parameters.
+    result = study.optimize(
+        small_study(tmp_path, overrides=("n_trials=2", "workers=2", "train.epochs=1"))
+    )
+    interrupted = {t.params["lr"] for t in stored.trials if t.state == TrialState.FAIL}
+    complete = [t for t in result.study.trials if t.state == TrialState.COMPLETE]
+    assert {t.params["lr"] for t in complete} == interrupted and len(complete) == 2
