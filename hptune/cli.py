@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from hptune import interrupt
 from hptune.errors import HptuneError
 
 EXIT_USER_ERROR = 2
@@ -88,8 +89,9 @@ def optimize(
     from hptune.studyfile import load_study_file
 
     # A scheduler's or `timeout`'s SIGTERM stops the study as Ctrl-C does: the running trial is
-    # queued again and its MLflow run closed, instead of waiting for its heartbeat to go stale.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    # queued again and its MLflow run closed, instead of waiting for its heartbeat to go stale;
+    # both signals also raise again at the next epoch if their first interrupt was lost.
+    interrupt.install(signal.SIGTERM, signal.SIGINT)
     flags = {
         "n_trials": n_trials,
         "timeout": timeout,
@@ -101,10 +103,6 @@ def optimize(
     config = load_study_file(study_file, [*overrides, *extra], study_name=study_name)
     result = run_study(config)
     click.echo(summarize_result(result, study_file, study_name))
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _formats(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:

@@ -7,6 +7,12 @@ hptune's SQLite files (Optuna's and MLflow's) use the WAL journal with ``synchro
 a commit (one per epoch's report, several per trial) then waits for no fsync, and readers do
 not block the writer. A killed process loses nothing committed; a power cut may lose the last
 commits (SQLite's documented trade-off), never the file.
+
+On SQLite, Optuna's "take a queued trial" (read it WAITING, then mark it RUNNING) is not atomic
+across processes: its ``SELECT ... FOR UPDATE`` is ignored and Python's sqlite3 opens the
+transaction only at the write, so two processes could take the same queued trial (15 of 300
+in a two-process test). ``serialize_asks`` makes a study's ``ask`` hold a file lock beside the
+database, so each queued trial goes to exactly one process (workers, or separate commands).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from filelock import FileLock
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
@@ -81,6 +88,23 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             grace_period=GRACE_PERIOD_S,
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
         )
+
+
+def serialize_asks(study: optuna.Study, url: str) -> None:
+    """On an SQLite storage, let one process at a time ask for a trial (see the module doc).
+
+    Wraps this study object's ``ask``, which ``Study.optimize`` and the batched driver call."""
+    path = sqlite_file(url)
+    if path is None:
+        return  # database servers lock the queued trial's row themselves
+    lock = FileLock(f"{path}.ask.lock")
+    ask = study.ask
+
+    def locked_ask(*args: Any, **kwargs: Any) -> optuna.Trial:
+        with lock:
+            return ask(*args, **kwargs)
+
+    study.ask = locked_ask  # type: ignore[method-assign]
 
 
 def redact(url: str) -> str:

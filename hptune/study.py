@@ -16,7 +16,7 @@ import numpy as np
 import optuna
 import torch
 
-from hptune import data, grid, space
+from hptune import data, grid, interrupt, space
 from hptune.attrs import (
     FAIL_REASON_ATTR,
     FINGERPRINT_ATTR,
@@ -31,7 +31,7 @@ from hptune.models import build_model
 from hptune.plots import gallery_figure
 from hptune.progress import Progress
 from hptune.samplers import build_pruner, build_sampler
-from hptune.storage import open_storage, redact, storage_url
+from hptune.storage import open_storage, redact, serialize_asks, storage_url
 from hptune.tracking import PARENT_RUN_ATTR, StudyTracker, TrialRun, resolve_tracking_uri
 from hptune.training import (
     Diverged,
@@ -173,6 +173,7 @@ def open_study(config: StudyConfig, worker: int = 0) -> optuna.Study:
             direction=config.objective.resolved_direction,  # type: ignore[arg-type]
         )
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+        serialize_asks(study, storage_url(config.storage))
         return study
     if study.user_attrs.get(FINGERPRINT_ATTR) != fingerprint:
         raise StudyConflictError(
@@ -182,6 +183,7 @@ def open_study(config: StudyConfig, worker: int = 0) -> optuna.Study:
         )
     resumed_at = len(study.get_trials(deepcopy=False))
     study.sampler = build_sampler(config, resumed_at=resumed_at, worker=worker)
+    serialize_asks(study, storage_url(config.storage))
     return study
 
 
@@ -400,7 +402,9 @@ class Objective:
         return model.to(self.device)
 
     def report(self, running: Running, report: EpochReport) -> None:
-        """An epoch's metrics to MLflow and the objective to Optuna; raise to prune."""
+        """An epoch's metrics to MLflow and the objective to Optuna; raise to prune (or to
+        stop, when a stop signal's KeyboardInterrupt was lost: ``hptune.interrupt``)."""
+        interrupt.check()
         running.run.log_epoch(report.epoch, report.metrics)
         self.progress.epoch(report.metrics)
         running.trial.report(report.metrics[self.config.objective.metric], report.epoch)

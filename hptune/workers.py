@@ -7,7 +7,7 @@ queue (so workers never race to enqueue rows), then starts the workers and shows
 progress from its storage; when they are done it records the best trial and evaluates its model
 on the test set, as a single process does.
 
-Each worker runs its share of ``n_trials`` (a table's rows: until the queue is empty) through
+Each worker runs its share of ``n_trials`` (of a table: of its queued rows) through
 ``hptune.study.work``, with its own sampler seed. Ctrl-C or SIGTERM reach the main process,
 which sends SIGTERM to each worker once: a worker stops like an interrupted single process (its
 running trial queued again, its run KILLED) and the study can be continued.
@@ -15,9 +15,11 @@ running trial queued again, its run KILLED) and the study can be continued.
 
 from __future__ import annotations
 
-import multiprocessing
+import argparse
 import os
+import pickle
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING
 import optuna
 import torch
 
+from hptune import interrupt
 from hptune.config import StudyConfig
 from hptune.errors import HptuneError
 from hptune.progress import Progress
@@ -39,14 +42,16 @@ POLL_S = 1.0  # how often the main process reads the study's progress from stora
 INTERRUPTED = 130  # a worker's exit code after SIGTERM
 
 
-def shares(n_trials: int | None, workers: int, table: bool) -> list[int | None]:
-    """Each worker's number of trials: ``n_trials`` split evenly (no trial more or less in
-    total); None (until the timeout) for each when unbounded; a table's queue bounds itself,
-    so its workers each take rows until none waits."""
+def shares(n_trials: int | None, workers: int) -> list[int | None]:
+    """Each worker's number of trials: ``n_trials`` split evenly, no trial more or less in
+    total (None, until the timeout, for each when unbounded).
+
+    For a table, ``n_trials`` is at most the number of queued rows, so every trial a worker
+    asks for is a queued row; with "run until the queue is empty" instead, a worker asking
+    just after another took the last row would get a sampled trial, i.e. a row run twice.
+    """
     if n_trials is None:
         return [None] * workers
-    if table:
-        return [n_trials] * min(workers, n_trials)
     split = [n_trials // workers + (k < n_trials % workers) for k in range(workers)]
     return [share for share in split if share]
 
@@ -66,32 +71,28 @@ def run_workers(
         KeyboardInterrupt: interrupted (Ctrl-C, SIGTERM), here or in a worker.
         HptuneError: a worker stopped on an error (its traceback is on stderr).
     """
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked CUDA state
     threads = threads_per_worker(config.workers)
     first = len(study.get_trials(deepcopy=False))
     progress = Progress(n_trials, config.train.epochs)
-    with tempfile.TemporaryDirectory(prefix="hptune-workers-") as handoff:
-        processes = [
-            context.Process(
-                target=_work,
-                args=(config, share, table, index, threads, handoff),
-                name=f"hptune-worker-{index}",
-            )
-            for index, share in enumerate(shares(n_trials, config.workers, table), start=1)
-        ]
+    with tempfile.TemporaryDirectory(prefix="hptune-workers-") as folder:
+        handoff = Path(folder)
+        (handoff / "config.pickle").write_bytes(pickle.dumps(config))
+        processes: list[subprocess.Popen[bytes]] = []
         try:
-            for process in processes:
-                process.start()
+            for index, share in enumerate(shares(n_trials, config.workers), start=1):
+                processes.append(_start(handoff, index, share, table, threads))
             _watch(study, processes, first, progress)
         except KeyboardInterrupt:
             _stop(processes)
             raise
         finally:
             progress.close()
-        codes = {process.name: process.exitcode for process in processes}
+        codes = {index: process.returncode for index, process in enumerate(processes, start=1)}
         if INTERRUPTED in codes.values():  # a worker was stopped from outside
             raise KeyboardInterrupt
-        failed = [f"{name} exited with code {code}" for name, code in codes.items() if code]
+        failed = [
+            f"worker {index} exited with code {code}" for index, code in codes.items() if code
+        ]
         if failed:
             raise HptuneError(
                 [
@@ -99,12 +100,26 @@ def run_workers(
                     "the finished trials are stored; run the same command again to continue",
                 ]
             )
-        return _best_model(study, Path(handoff))
+        return _best_model(study, handoff)
+
+
+def _start(
+    handoff: Path, index: int, share: int | None, table: bool, threads: int
+) -> subprocess.Popen[bytes]:
+    """A worker: a fresh interpreter running this module (whatever the caller's ``__main__``
+    is: a script, a notebook, stdin), able to import the same ``hptune``."""
+    package_root = str(Path(__file__).resolve().parents[1])
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+    command = [sys.executable, "-m", "hptune.workers", str(handoff), str(index), str(threads)]
+    command += ["--n-trials", str(share)] if share is not None else []
+    command += ["--table"] if table else []
+    return subprocess.Popen(command, env=env)
 
 
 def _watch(
     study: optuna.Study,
-    processes: Sequence[multiprocessing.process.BaseProcess],
+    processes: Sequence[subprocess.Popen[bytes]],
     first: int,
     progress: Progress,
 ) -> None:
@@ -116,22 +131,19 @@ def _watch(
         optuna.trial.TrialState.PRUNED,
         optuna.trial.TrialState.FAIL,
     )
-    while any(process.is_alive() for process in processes):
+    while any(process.poll() is None for process in processes):
         time.sleep(POLL_S)
         trials = study.get_trials(deepcopy=False, states=done)
         progress.finished(sum(t.number >= first for t in trials), best_value(study))
-    for process in processes:
-        process.join()
 
 
-def _stop(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
+def _stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
     """Ask each running worker once to stop (SIGTERM), then wait for all of them."""
     for process in processes:
-        if process.is_alive() and process.pid is not None:
-            os.kill(process.pid, signal.SIGTERM)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
     for process in processes:
-        if process.pid is not None:
-            process.join()
+        process.wait()
 
 
 def _best_model(study: optuna.Study, handoff: Path) -> BestModel | None:
@@ -145,24 +157,31 @@ def _best_model(study: optuna.Study, handoff: Path) -> BestModel | None:
     return torch.load(path, weights_only=False) if path.exists() else None
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def _work(
-    config: StudyConfig, n_trials: int | None, table: bool, index: int, threads: int, handoff: str
-) -> None:
-    """A worker process: its trials, then its best complete trial (with its model) saved for
-    the main process. Exits with ``INTERRUPTED`` when stopped by SIGTERM."""
+def main(argv: list[str] | None = None) -> None:
+    """A worker process (started by ``run_workers``): its trials, then its best complete trial
+    with its model saved for the main process. Exits with ``INTERRUPTED`` on SIGTERM."""
     # The main process decides when to stop: Ctrl-C reaches it, and it sends SIGTERM here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    torch.set_num_threads(threads)
+    interrupt.install(signal.SIGTERM)
+    parser = argparse.ArgumentParser(prog="python -m hptune.workers")
+    parser.add_argument("handoff", type=Path)
+    parser.add_argument("index", type=int)
+    parser.add_argument("threads", type=int)
+    parser.add_argument("--n-trials", type=int, default=None)
+    parser.add_argument("--table", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    # Written by the main process into its own temporary folder: not an untrusted file.
+    config = pickle.loads((args.handoff / "config.pickle").read_bytes())
     from hptune.study import work
 
     try:
-        best = work(config, n_trials, table, index)
+        best = work(config, args.n_trials, args.table, args.index)
     except KeyboardInterrupt:
         sys.exit(INTERRUPTED)
     if best is not None:
-        torch.save(best, Path(handoff) / f"{best.number}.pt")
+        torch.save(best, args.handoff / f"{best.number}.pt")
+
+
+if __name__ == "__main__":
+    main()

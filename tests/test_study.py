@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -15,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from hptune import storage, study
+from hptune import interrupt, storage, study
 from hptune.attrs import RETRY_OF_ATTR
 from hptune.config import StudyConfig
 from hptune.errors import StudyConflictError
@@ -232,6 +233,29 @@ def test_sigterm_stops_like_ctrl_c(tmp_path: Path, mnist_dir: Path, tracking: Ml
     assert [t.state for t in stored.trials] == [TrialState.FAIL, TrialState.WAITING]
     (run,) = runs(tracking, "trial")
     assert run.info.status == "KILLED" and run.data.tags["hptune.state"] == "interrupted"
+
+
+@pytest.fixture
+def stop_requested() -> Iterator[None]:
+    yield
+    interrupt._requested.clear()  # this process goes on with other tests
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the lost one
+def test_a_lost_interrupt_still_stops_the_study(
+    tmp_path: Path, mnist_dir: Path, stop_requested: None
+) -> None:
+    class Collected:
+        def __del__(self) -> None:
+            interrupt.stop(signal.SIGTERM, None)
+
+    # A signal arriving during garbage collection: its KeyboardInterrupt is printed and lost.
+    Collected()
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(small_study(tmp_path))
+    # The first epoch's report raised it again: the trial stopped and was queued again.
+    stored = optuna.load_study(study_name="small", storage=storage.storage_url(None))
+    assert [t.state for t in stored.trials] == [TrialState.FAIL, TrialState.WAITING]
 
 
 def test_a_resumed_study_does_not_replay_its_random_draws(tmp_path: Path, mnist_dir: Path) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -16,6 +19,17 @@ from hptune.workers import shares
 from tests.test_batchrun import GRID
 from tests.test_study import runs, small_study, start_worker_in_a_trial, wait_for_exit
 
+TAKE_QUEUED = """
+import json, sys
+import optuna
+from hptune import storage
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+url = sys.argv[1]
+study = optuna.load_study(study_name="queue", storage=storage.open_storage(url))
+storage.serialize_asks(study, url)
+json.dump([study.ask().number for _ in range(int(sys.argv[2]))], sys.stdout)
+"""
+
 
 @pytest.fixture
 def tracking() -> MlflowClient:
@@ -23,19 +37,30 @@ def tracking() -> MlflowClient:
 
 
 @pytest.mark.parametrize(
-    ("n_trials", "workers", "table", "expected"),
+    ("n_trials", "workers", "expected"),
     [
-        (5, 2, False, [3, 2]),  # split evenly: 5 in total
-        (1, 3, False, [1]),  # no worker without a trial
-        (None, 2, False, [None, None]),  # until the timeout, each
-        (12, 2, True, [12, 12]),  # a table's queue bounds the total itself
-        (1, 2, True, [1]),
+        (5, 2, [3, 2]),  # split evenly: 5 in total
+        (1, 3, [1]),  # no worker without a trial
+        (None, 2, [None, None]),  # until the timeout, each
     ],
 )
 def test_trials_are_shared_without_one_more_or_less(
-    n_trials: int | None, workers: int, table: bool, expected: list[int | None]
+    n_trials: int | None, workers: int, expected: list[int | None]
 ) -> None:
-    assert shares(n_trials, workers, table) == expected
+    assert shares(n_trials, workers) == expected
+
+
+def test_two_processes_never_take_the_same_queued_trial(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    queue = optuna.create_study(study_name="queue", storage=storage.open_storage(url))
+    for x in range(200):
+        queue.enqueue_trial({"x": x})
+    # Two processes take 100 queued trials each, at the same time. Without the lock, Optuna's
+    # take (read WAITING, then mark RUNNING) let both take one trial now and then (15 of 300).
+    command = [sys.executable, "-c", TAKE_QUEUED, url, "100"]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE) for _ in range(2)]
+    taken = [json.loads(process.communicate(timeout=120)[0]) for process in processes]
+    assert sorted(taken[0] + taken[1]) == list(range(200))
 
 
 def test_two_workers_share_one_study(
@@ -61,6 +86,8 @@ def test_two_workers_share_one_study(
 def test_workers_run_each_row_of_a_table_once(
     tmp_path: Path, mnist_dir: Path, tracking: MlflowClient
 ) -> None:
+    # Three rows each: a worker never asks for a trial after the queue is empty, which would
+    # be sampled (a row run twice; seen when workers took rows until none waited).
     result = study.optimize(small_study(tmp_path, GRID, ("workers=2",)))
     rows = sorted((t.params["width"], t.params["lr"]) for t in result.study.trials)
     assert result.configurations_run == 6
