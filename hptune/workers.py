@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -157,12 +158,25 @@ def _best_model(study: optuna.Study, handoff: Path) -> BestModel | None:
     return torch.load(path, weights_only=False) if path.exists() else None
 
 
+def _stop_with_parent() -> None:
+    """Stop (as on SIGTERM) if the main process dies without stopping us (``kill -9``)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(POLL_S)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="hptune-parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> None:
     """A worker process (started by ``run_workers``): its trials, then its best complete trial
     with its model saved for the main process. Exits with ``INTERRUPTED`` on SIGTERM."""
     # The main process decides when to stop: Ctrl-C reaches it, and it sends SIGTERM here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     interrupt.install(signal.SIGTERM)
+    _stop_with_parent()
     parser = argparse.ArgumentParser(prog="python -m hptune.workers")
     parser.add_argument("handoff", type=Path)
     parser.add_argument("index", type=int)

@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -116,3 +117,23 @@ def test_sigterm_stops_every_worker_and_the_study_continues(
     interrupted = {t.params["lr"] for t in stored.trials if t.state == TrialState.FAIL}
     complete = [t for t in result.study.trials if t.state == TrialState.COMPLETE]
     assert {t.params["lr"] for t in complete} == interrupted and len(complete) == 2
+
+
+def test_workers_stop_when_the_main_process_is_killed(
+    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient
+) -> None:
+    main = start_worker_in_a_trial(tmp_path, ("--n-trials", "2", "--workers", "2"), trials=2)
+    main.send_signal(signal.SIGKILL)
+    main.wait()
+    stored = optuna.load_study(study_name="small", storage=storage.storage_url(None))
+    deadline = time.monotonic() + 60
+
+    def stopped() -> bool:
+        states = sorted(t.state.name for t in stored.trials)
+        statuses = {r.info.status for r in runs(tracking, "trial")}
+        return states == ["FAIL", "FAIL", "WAITING", "WAITING"] and statuses == {"KILLED"}
+
+    # Orphaned, each worker stops as on SIGTERM: its trial failed and queued, its run KILLED.
+    while not stopped():
+        assert time.monotonic() < deadline, [t.state.name for t in stored.trials]
+        time.sleep(0.5)
