@@ -11,7 +11,7 @@ commits (SQLite's documented trade-off), never the file.
 On SQLite, Optuna's "take a queued trial" (read it WAITING, then mark it RUNNING) is not atomic
 across processes: its ``SELECT ... FOR UPDATE`` is ignored and Python's sqlite3 opens the
 transaction only at the write, so two processes could take the same queued trial (15 of 300
-in a two-process test). ``serialize_asks`` makes a study's ``ask`` hold a file lock beside the
+in a two-process test). hptune's SQLite storage makes that step hold a file lock beside the
 database, so each queued trial goes to exactly one process (workers, or separate commands).
 """
 
@@ -20,12 +20,14 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 from filelock import FileLock
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 
@@ -73,38 +75,39 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
             connection.execute("PRAGMA journal_mode=WAL")
 
 
+class _SQLiteStorage(RDBStorage):
+    """Optuna's RDB storage whose WAITING -> RUNNING step (taking a queued trial) holds a file
+    lock beside the database: one process at a time reads and changes the trial's state."""
+
+    def __init__(self, url: str, path: Path, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._take_lock = FileLock(f"{path}.take.lock")
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        if state != TrialState.RUNNING:
+            return super().set_trial_state_values(trial_id, state, values)
+        with self._take_lock:
+            return super().set_trial_state_values(trial_id, state, values)
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """Open (creating if needed) an RDB storage with heartbeats and stale-trial retry."""
     path = sqlite_file(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        use_wal(url)
     with warnings.catch_warnings():
         # Heartbeats have been "experimental" since Optuna 2.8; they are what resume relies on.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(
-            url,
-            heartbeat_interval=HEARTBEAT_INTERVAL_S,
-            grace_period=GRACE_PERIOD_S,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-        )
-
-
-def serialize_asks(study: optuna.Study, url: str) -> None:
-    """On an SQLite storage, let one process at a time ask for a trial (see the module doc).
-
-    Wraps this study object's ``ask``, which ``Study.optimize`` and the batched driver call."""
-    path = sqlite_file(url)
-    if path is None:
-        return  # database servers lock the queued trial's row themselves
-    lock = FileLock(f"{path}.ask.lock")
-    ask = study.ask
-
-    def locked_ask(*args: Any, **kwargs: Any) -> optuna.Trial:
-        with lock:
-            return ask(*args, **kwargs)
-
-    study.ask = locked_ask  # type: ignore[method-assign]
+        options: dict[str, Any] = {
+            "heartbeat_interval": HEARTBEAT_INTERVAL_S,
+            "grace_period": GRACE_PERIOD_S,
+            "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+        }
+        if path is None:
+            return RDBStorage(url, **options)  # database servers lock the trial's row
+        path.parent.mkdir(parents=True, exist_ok=True)
+        use_wal(url)
+        return _SQLiteStorage(url, path, **options)
 
 
 def redact(url: str) -> str:

@@ -31,7 +31,7 @@ from hptune.models import build_model
 from hptune.plots import gallery_figure
 from hptune.progress import Progress
 from hptune.samplers import build_pruner, build_sampler
-from hptune.storage import open_storage, redact, serialize_asks, storage_url
+from hptune.storage import open_storage, redact, storage_url
 from hptune.tracking import PARENT_RUN_ATTR, StudyTracker, TrialRun, resolve_tracking_uri
 from hptune.training import (
     Diverged,
@@ -173,7 +173,6 @@ def open_study(config: StudyConfig, worker: int = 0) -> optuna.Study:
             direction=config.objective.resolved_direction,  # type: ignore[arg-type]
         )
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
-        serialize_asks(study, storage_url(config.storage))
         return study
     if study.user_attrs.get(FINGERPRINT_ATTR) != fingerprint:
         raise StudyConflictError(
@@ -183,7 +182,6 @@ def open_study(config: StudyConfig, worker: int = 0) -> optuna.Study:
         )
     resumed_at = len(study.get_trials(deepcopy=False))
     study.sampler = build_sampler(config, resumed_at=resumed_at, worker=worker)
-    serialize_asks(study, storage_url(config.storage))
     return study
 
 
@@ -193,9 +191,7 @@ def optimize(config: StudyConfig) -> StudyResult:
     Raises:
         HptuneError: missing data, absent CUDA, or a stored study that does not fit.
     """
-    # Trial outcomes are shown by the progress bars and the summary, not by library logs.
-    optuna.logging.set_verbosity(logging.WARNING)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    _quiet_libraries()
     # Everything that can fail on the user's input runs before anything is written.
     device = resolve_device(config.train.device)
     splits = data.load(config.data, device)
@@ -292,8 +288,7 @@ def run_trials(
 def work(config: StudyConfig, n_trials: int | None, table: bool, worker: int) -> BestModel | None:
     """A worker process's share of a study that ``optimize`` opened (``hptune.workers``): its
     trials under the study's parent run, which the main process ends."""
-    optuna.logging.set_verbosity(logging.WARNING)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    _quiet_libraries()
     device = resolve_device(config.train.device)
     splits = data.load(config.data, device)
     study = open_study(config, worker)
@@ -305,6 +300,12 @@ def work(config: StudyConfig, n_trials: int | None, table: bool, worker: int) ->
         return run_trials(study, objective, n_trials, table)
     finally:
         tracker.close()  # every trial's run stored before the main process summarizes
+
+
+def _quiet_libraries() -> None:
+    """Trial outcomes are shown by the progress bars and the summary, not by library logs."""
+    optuna.logging.set_verbosity(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 def _close_dead_trials(study: optuna.Study, tracker: StudyTracker) -> None:

@@ -170,6 +170,7 @@ def train(
     ):
         model.to(memory_format=torch.channels_last)
     graphed = uses_cuda_graphs(config, device)
+    dtype = autocast_dtype(config, device)
     optimizer = make_optimizer(model, config, capturable=graphed)
     steps = (
         GraphedSteps(model, optimizer, splits.train_x, splits.train_y, config.batch_size)
@@ -196,7 +197,7 @@ def train(
                 splits.train_y,
                 config.batch_size,
                 order,
-                autocast_dtype(config, device),
+                dtype,
             )
         val_loss, val_predictions = evaluate(model, splits.val_x, splits.val_y)
         report, predictions = epoch_report(

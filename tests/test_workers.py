@@ -27,7 +27,6 @@ from hptune import storage
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 url = sys.argv[1]
 study = optuna.load_study(study_name="queue", storage=storage.open_storage(url))
-storage.serialize_asks(study, url)
 json.dump([study.ask().number for _ in range(int(sys.argv[2]))], sys.stdout)
 """
 
