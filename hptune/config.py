@@ -157,9 +157,10 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # On CUDA, capture each training step in a CUDA graph and replay it (hptune/cudagraph.py).
     cuda_graphs: bool = True
-    # Training forward precision: auto = bf16 autocast on CPUs that multiply bf16 in hardware
-    # (AVX512-BF16, AMX), fp32 elsewhere (on CUDA the graphed fp32 step); bf16 on CUDA trains
-    # eagerly under autocast. Evaluation is always fp32.
+    # Training precision: auto = bf16 on CPUs that multiply bf16 in hardware (AVX512-BF16, AMX),
+    # fp32 elsewhere (on CUDA the graphed fp32 step); bf16 on CUDA trains eagerly. bf16 means a
+    # bf16 compute copy of the model with fp32 master weights and optimizer (hptune/flat.py;
+    # autocast for models with buffers). Evaluation is always fp32.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     seed: int = 0
     seed_per_trial: bool = True

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -18,9 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hptune import flat
 from hptune.config import TrainConfig
 from hptune.cudagraph import GRAPH_OPTIMIZERS, GraphedSteps, graph_options
 from hptune.data import Splits
+from hptune.flat import FlatSteps
 from hptune.metrics import macro_scores
 from hptune.registry import lookup
 
@@ -97,16 +99,16 @@ def optimizer_options(name: str, device: torch.device, capturable: bool) -> dict
 
 
 def make_optimizer(
-    model: nn.Module, config: TrainConfig, capturable: bool = False
+    params: Iterable[torch.Tensor], config: TrainConfig, capturable: bool = False
 ) -> torch.optim.Optimizer:
-    """The configured optimizer over the model's parameters; ``capturable`` for a CUDA graph
-    (optimizers with a step counter keep it on the device)."""
+    """The configured optimizer over ``params``; ``capturable`` for a CUDA graph (optimizers
+    with a step counter keep it on the device)."""
     factory = lookup(OPTIMIZERS, config.optimizer, "optimizer")
-    device = next(model.parameters()).device
-    extra = optimizer_options(config.optimizer, device, capturable)
+    params = list(params)
+    extra = optimizer_options(config.optimizer, params[0].device, capturable)
     if config.weight_decay is not None:
         extra["weight_decay"] = config.weight_decay
-    return factory(model.parameters(), lr=config.lr, **extra)
+    return factory(params, lr=config.lr, **extra)
 
 
 def native_cpu_bf16() -> bool:
@@ -171,49 +173,51 @@ def train(
         model.to(memory_format=torch.channels_last)
     graphed = uses_cuda_graphs(config, device)
     dtype = autocast_dtype(config, device)
-    optimizer = make_optimizer(model, config, capturable=graphed)
-    steps = (
-        GraphedSteps(model, optimizer, splits.train_x, splits.train_y, config.batch_size)
-        if graphed
-        else None
-    )
+    x, y, batch_size = splits.train_x, splits.train_y, config.batch_size
+    steps: GraphedSteps | FlatSteps | None = None
+    if graphed:
+        optimizer = make_optimizer(model.parameters(), config, capturable=True)
+        steps = GraphedSteps(model, optimizer, x, y, batch_size)
+    elif flat.supports(model):
+        steps = FlatSteps(model, partial(make_optimizer, config=config), x, y, batch_size, dtype)
+        optimizer = steps.optimizer
+    else:  # a model with buffers: plain eager steps, bf16 under autocast
+        optimizer = make_optimizer(model.parameters(), config)
     scheduler = lookup(SCHEDULERS, config.scheduler, "scheduler")(optimizer, config.epochs)
     generator = torch.Generator(device=device).manual_seed(seed)
     val_labels = splits.val_y.cpu().numpy()  # host copy once, for macro scores each epoch
     layers = weight_layers(model)
     history = []
     predictions = np.empty(0, dtype=np.int64)
-    for epoch in range(1, config.epochs + 1):
-        started = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        order = torch.randperm(len(splits.train_x), device=device, generator=generator)
-        if steps is not None:
-            train_loss, train_correct = steps.epoch(order)
-        else:
-            train_loss, train_correct = train_epoch(
-                model,
-                optimizer,
-                splits.train_x,
-                splits.train_y,
-                config.batch_size,
-                order,
-                dtype,
+    try:
+        for epoch in range(1, config.epochs + 1):
+            started = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            order = torch.randperm(len(splits.train_x), device=device, generator=generator)
+            if steps is not None:
+                train_loss, train_correct = steps.epoch(order)
+            else:
+                train_loss, train_correct = train_epoch(
+                    model, optimizer, x, y, batch_size, order, dtype
+                )
+            val_loss, val_predictions = evaluate(model, splits.val_x, splits.val_y)
+            report, predictions = epoch_report(
+                epoch,
+                splits,
+                val_labels,
+                lr,
+                started,
+                (train_loss, train_correct, val_loss, val_predictions),
+                layers,
             )
-        val_loss, val_predictions = evaluate(model, splits.val_x, splits.val_y)
-        report, predictions = epoch_report(
-            epoch,
-            splits,
-            val_labels,
-            lr,
-            started,
-            (train_loss, train_correct, val_loss, val_predictions),
-            layers,
-        )
-        if scheduler is not None:
-            scheduler.step()
-        history.append(report)
-        if on_epoch is not None:
-            on_epoch(report)
+            if scheduler is not None:
+                scheduler.step()
+            history.append(report)
+            if on_epoch is not None:
+                on_epoch(report)
+    finally:  # also when pruned or diverged: the model outlives the trial
+        if isinstance(steps, FlatSteps):
+            steps.release()
     return TrainResult(history, predictions)
 
 

@@ -26,10 +26,10 @@ def test_graphs_only_on_cuda_and_only_when_enabled() -> None:
 
 def test_capturable_optimizers_keep_their_step_counter_on_the_device() -> None:
     model = torch.nn.Linear(3, 2)
-    adam = make_optimizer(model, TrainConfig(optimizer="adam"), capturable=True)
+    adam = make_optimizer(model.parameters(), TrainConfig(optimizer="adam"), capturable=True)
     assert adam.param_groups[0]["capturable"] is True
     assert adam.param_groups[0]["fused"] is True  # one kernel per group under the graph
-    sgd = make_optimizer(model, TrainConfig(optimizer="sgd_momentum"), capturable=True)
+    sgd = make_optimizer(model.parameters(), TrainConfig(optimizer="sgd_momentum"), capturable=True)
     assert "capturable" not in sgd.param_groups[0]  # no step counter to capture
 
 
@@ -65,10 +65,10 @@ def test_replayed_steps_match_eager_steps_on_the_same_batches(optimizer: str) ->
     splits = _random_splits(340, seed=1)
     config = TrainConfig(optimizer=optimizer, lr=0.01, batch_size=32)
     eager, graphed = _twins(seed=2)
-    eager_opt = make_optimizer(eager, config)
+    eager_opt = make_optimizer(eager.parameters(), config)
     steps = GraphedSteps(
         graphed,
-        make_optimizer(graphed, config, capturable=True),
+        make_optimizer(graphed.parameters(), config, capturable=True),
         splits.train_x,
         splits.train_y,
         config.batch_size,

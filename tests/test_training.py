@@ -146,7 +146,7 @@ def test_precision_resolves_per_device(
 def test_cpu_optimizers_use_their_fused_kernel() -> None:
     model = torch.nn.Linear(3, 2)
     fused = {
-        name: make_optimizer(model, TrainConfig(optimizer=name)).defaults.get("fused")
+        name: make_optimizer(model.parameters(), TrainConfig(optimizer=name)).defaults.get("fused")
         for name in ("adam", "adamw", "adagrad", "sgd_momentum", "sgd", "rmsprop")
     }
     assert fused == {

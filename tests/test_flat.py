@@ -1,0 +1,104 @@
+"""Flat-parameter steps: the same updates as per-parameter eager steps, in fp32 and in bf16."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from hptune import data, flat, training
+from hptune.config import DataConfig, ModelConfig, TrainConfig
+from hptune.flat import FlatSteps
+from hptune.models import build_model
+from hptune.training import make_optimizer, seed_everything, train, train_epoch
+
+CPU = torch.device("cpu")
+
+
+def two_ways(
+    splits: data.Splits,
+    model_config: ModelConfig,
+    config: TrainConfig,
+    dtype: torch.dtype | None,
+) -> tuple[nn.Module, nn.Module]:
+    """One epoch from the same seed and order: per-parameter eager steps (autocast for bf16),
+    then flat steps."""
+    order = torch.randperm(len(splits.train_x), generator=torch.Generator().manual_seed(1))
+    x, y, batch = splits.train_x, splits.train_y, config.batch_size
+    seed_everything(0)
+    eager = build_model(model_config, splits.input_shape, 10)
+    seed_everything(0)
+    flat_model = build_model(model_config, splits.input_shape, 10)
+    seed_everything(2)  # dropout draws the same masks both ways
+    train_epoch(eager, make_optimizer(eager.parameters(), config), x, y, batch, order, dtype)
+    seed_everything(2)
+    steps = FlatSteps(flat_model, lambda p: make_optimizer(p, config), x, y, batch, dtype)
+    steps.epoch(order)
+    steps.release()
+    return eager, flat_model
+
+
+@pytest.mark.parametrize(
+    "optimizer", ["sgd", "sgd_momentum", "adam", "adamw", "nadam", "rmsprop", "adagrad", "adadelta"]
+)
+def test_flat_fp32_steps_update_as_per_parameter_steps(mnist_dir: Path, optimizer: str) -> None:
+    splits = data.load(DataConfig(dataset="mnist", val_fraction=0.2), CPU)
+    config = TrainConfig(batch_size=16, optimizer=optimizer, lr=0.01, weight_decay=1e-3)
+    model_config = ModelConfig(hidden_sizes=[32, 16])
+    eager, flat_model = two_ways(splits, model_config, config, None)
+    seed_everything(0)
+    start = build_model(model_config, splits.input_shape, 10)
+    for (name, a), b in zip(eager.named_parameters(), flat_model.parameters(), strict=True):
+        assert not torch.equal(a, start.get_parameter(name))  # an epoch moved it
+        # Every optimizer is elementwise: one flat tensor updates as the separate ones do.
+        assert torch.equal(b, a), name
+
+
+@pytest.mark.parametrize(
+    "model_config",
+    [ModelConfig(hidden_sizes=[64, 32], dropout=0.2), ModelConfig(family="cnn")],
+    ids=["mlp", "cnn"],
+)
+def test_bf16_compute_copy_matches_autocast(fashion_mnist: Path, model_config: ModelConfig) -> None:
+    splits = data.load(DataConfig(train_subset=1024, test_subset=10), CPU)
+    config = TrainConfig(batch_size=64, optimizer="adam")
+    eager, flat_model = two_ways(splits, model_config, config, torch.bfloat16)
+    seed_everything(0)
+    start = build_model(model_config, splits.input_shape, 10)
+    for (name, a), b in zip(eager.named_parameters(), flat_model.parameters(), strict=True):
+        assert b.dtype == torch.float32  # master weights stay fp32
+        assert not torch.equal(a, start.get_parameter(name))  # an epoch moved it
+        # bf16-rounded weights and inputs, the loss in fp32, fp32 gradients and update: the
+        # same kernels on the same numbers as autocast, so the same weights bit for bit.
+        assert torch.equal(b, a), name
+
+
+def test_model_gets_its_own_parameters_and_last_gradients_back(mnist_dir: Path) -> None:
+    splits = data.load(DataConfig(dataset="mnist", val_fraction=0.2), CPU)
+    seed_everything(0)
+    model = build_model(ModelConfig(hidden_sizes=[32]), splits.input_shape, 10)
+    history = train(model, splits, TrainConfig(epochs=1, batch_size=16, precision="bf16"), 0)
+    for p in model.parameters():
+        # Each parameter owns exactly its memory again (not a view of one shared buffer) ...
+        assert p.untyped_storage().nbytes() == p.numel() * p.element_size()
+        assert p.dtype == torch.float32 and p.grad is not None
+    # ... and the gradient statistics read the last batch's fp32 gradients through them.
+    metrics = history.history[-1].metrics
+    assert metrics["grad/fc1/mean_abs"] == pytest.approx(
+        model[1].weight.grad.abs().mean().item(), rel=1e-6
+    )
+    assert metrics["grad/fc1/mean_abs"] > 0
+
+
+def test_models_with_buffers_train_without_flat_steps(mnist_dir: Path) -> None:
+    splits = data.load(DataConfig(dataset="mnist", val_fraction=0.2), CPU)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.BatchNorm1d(32), nn.Linear(32, 10))
+    assert not flat.supports(model)
+    assert flat.supports(build_model(ModelConfig(), splits.input_shape, 10))
+    before = model[2].running_mean.clone()
+    history = train(model, splits, TrainConfig(epochs=2, batch_size=16, precision="bf16"), 0)
+    assert not torch.equal(model[2].running_mean, before)  # statistics of the model itself
+    assert history.history[-1].metrics["train/loss"] < history.history[0].metrics["train/loss"]
+    assert training.autocast_dtype(TrainConfig(precision="bf16"), CPU) == torch.bfloat16
