@@ -33,7 +33,7 @@ from hptune.training import (
     SCHEDULERS,
     EpochReport,
     TrainResult,
-    autocast_dtype,
+    compute_dtype,
     epoch_report,
     optimizer_options,
     uses_cuda_graphs,
@@ -165,7 +165,7 @@ class _Steps:
         self.stacked, self.optimizer, self.active = stacked, optimizer, active
         self.x, self.y, self.batch_size = splits.train_x, splits.train_y, config.batch_size
         device = self.x.device
-        self.dtype = autocast_dtype(config, device)
+        self.dtype = compute_dtype(config, device)
         self.loss_sum = torch.zeros(len(active), device=device)
         self.correct = torch.zeros(len(active), device=device, dtype=torch.long)
         index = torch.zeros((len(active), self.batch_size), dtype=torch.long, device=device)

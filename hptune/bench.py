@@ -6,9 +6,11 @@ Both run in this process on the same images, model, batch size and device. The r
 is the experiments' style: a per-sample torchvision dataset (``ToTensor`` + ``Normalize``), a
 shuffling ``DataLoader`` and a ``.item()`` per batch. hptune's path is ``training.train`` on
 device-resident tensors, exactly as ``hptune optimize`` calls it (``train.precision: auto``: bf16
-autocast on a CPU with native bf16, when a second line shows the same path in fp32; on CUDA a
-second line shows it without CUDA graphs). Epoch times are medians of the epochs after the
-first (warm-up); both are evaluated on the test set after every epoch.
+on a CPU with native bf16, when a second line shows the same path in fp32; on CUDA a
+second line shows it without CUDA graphs). The two alternate epoch by epoch, so drift in the
+machine's speed hits both alike. Epoch times are medians of the epochs after the first
+(warm-up); both are evaluated on the test set after every epoch. Peak memory on CUDA is the
+largest allocation during one of hptune's epochs; on CPU the process's peak resident size.
 
 Batched trials train ``--members`` MLPs as one stacked model (``hptune.batched``) and the same
 trials one after the other, and compare model-epochs per second.
@@ -40,7 +42,14 @@ from hptune import data
 from hptune.batched import train_batched
 from hptune.config import DataConfig, ModelConfig, StudyConfig, TrainConfig
 from hptune.models import build_model
-from hptune.training import TrainResult, evaluate, precision_name, train, uses_cuda_graphs
+from hptune.training import (
+    EpochReport,
+    TrainResult,
+    evaluate,
+    precision_name,
+    train,
+    uses_cuda_graphs,
+)
 
 MODELS = {  # experiment B's MLP and experiment A's CNN, with their batch sizes
     "mlp": (ModelConfig(hidden_sizes=[256, 128]), 128),
@@ -94,33 +103,35 @@ def reference_epoch(
     return correct / total
 
 
-def _timed_epochs(run_epoch: Callable[[], float], epochs: int) -> tuple[list[float], float]:
-    times, accuracy = [], 0.0
-    for _ in range(epochs):
-        started = time.perf_counter()
-        accuracy = run_epoch()
-        times.append(time.perf_counter() - started)
-    return times, accuracy
-
-
 def compare_model(name: str, device: torch.device, epochs: int, train_subset: int | None) -> dict:
-    """One row of the table: both loops, same model, seed, epochs and batch size."""
+    """One row of the table: both loops, same model, seed, epochs and batch size.
+
+    The two alternate epoch by epoch (a reference epoch after each of hptune's), so a change in
+    the machine's speed during the run (frequent on shared machines) slows both alike.
+    """
     model_config, batch_size = MODELS[name]
     splits = data.load(DataConfig(validation="test", train_subset=train_subset), device)
-    shape = splits.input_shape
 
     torch.manual_seed(0)
-    reference = build_model(model_config, shape, 10).to(device)
+    reference = build_model(model_config, splits.input_shape, 10).to(device)
     optimizer = torch.optim.Adam(reference.parameters(), lr=1e-3)
     loaders = reference_loaders(train_subset, batch_size)
-    ref_times, ref_acc = _timed_epochs(
-        lambda: reference_epoch(reference, optimizer, loaders, device), epochs
-    )
+    ref_times: list[float] = []
+    ref_acc, peaks = 0.0, []
+
+    def reference_after(_: EpochReport) -> None:
+        nonlocal ref_acc
+        peaks.append(_peak_memory_mb(device))  # on CUDA hptune's epoch alone (reset below)
+        started = time.perf_counter()
+        ref_acc = reference_epoch(reference, optimizer, loaders, device)
+        ref_times.append(time.perf_counter() - started)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     config = TrainConfig(epochs=epochs, batch_size=batch_size)
-    hp_epoch, hp_acc = _hptune_run(name, splits, config)
+    hp_epoch, hp_acc = _hptune_run(name, splits, config, reference_after)
     ref_epoch = statistics.median(ref_times[1:])
     extra = {}
     if uses_cuda_graphs(config, device):  # what the graphs buy: the same path launched eagerly
@@ -139,16 +150,21 @@ def compare_model(name: str, device: torch.device, epochs: int, train_subset: in
         "ratio": ref_epoch / hp_epoch,
         "reference_acc": ref_acc,
         "hptune_acc": hp_acc,
-        "peak_mem_mb": _peak_memory_mb(device),
+        "peak_mem_mb": max(peaks),
         **extra,
     }
 
 
-def _hptune_run(name: str, splits: data.Splits, config: TrainConfig) -> tuple[float, float]:
+def _hptune_run(
+    name: str,
+    splits: data.Splits,
+    config: TrainConfig,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+) -> tuple[float, float]:
     """hptune's median epoch time (after the first) and test accuracy, from seed 0."""
     torch.manual_seed(0)
     model = build_model(MODELS[name][0], splits.input_shape, 10).to(splits.train_x.device)
-    history = train(model, splits, config, 0).history
+    history = train(model, splits, config, 0, on_epoch).history
     _, predictions = evaluate(model, splits.test_x, splits.test_y)
     accuracy = (predictions == splits.test_y).float().mean().item()
     return statistics.median(r.metrics["time/epoch_s"] for r in history[1:]), accuracy
@@ -198,7 +214,7 @@ def study_throughput(device: torch.device, epochs: int, train_subset: int | None
             started = time.perf_counter()
             result = hptune.optimize(config("bench", 1))
             hptune_s = time.perf_counter() - started
-            overhead = trial_overhead(result)
+            overhead_pct, overhead_ms = trial_overhead(result)
             started = time.perf_counter()
             hptune.optimize(config("bench_batched", len(LEARNING_RATES)))
             batched_s = time.perf_counter() - started
@@ -241,13 +257,15 @@ def study_throughput(device: torch.device, epochs: int, train_subset: int | None
         "workers": WORKERS,
         "workers_trial_epochs_per_s": trial_epochs / workers_s,
         "workers_ratio": reference_s / workers_s,
-        "trial_overhead_pct": overhead,
+        "trial_overhead_pct": overhead_pct,
+        "trial_overhead_ms": overhead_ms,
     }
 
 
-def trial_overhead(result: Any) -> float:
-    """Percent of the trials' wall time (Optuna's start to complete) not spent in training
-    epochs (their ``time/epoch_s``, read back from MLflow): Optuna, MLflow, model building."""
+def trial_overhead(result: Any) -> tuple[float, float]:
+    """The trials' wall time (Optuna's start to complete) not spent in training epochs (their
+    ``time/epoch_s``, read back from MLflow): Optuna, MLflow, model building. As a percent of
+    the wall time, and in milliseconds per trial (the percent shrinks as trials grow longer)."""
     from mlflow.tracking import MlflowClient
 
     from hptune.attrs import RUN_ID_ATTR
@@ -258,7 +276,7 @@ def trial_overhead(result: Any) -> float:
         wall += (trial.datetime_complete - trial.datetime_start).total_seconds()
         history = client.get_metric_history(trial.user_attrs[RUN_ID_ATTR], "time/epoch_s")
         training += sum(point.value for point in history)
-    return 100 * (wall - training) / wall
+    return 100 * (wall - training) / wall, 1000 * (wall - training) / len(result.completed)
 
 
 def batched_trials(
@@ -360,6 +378,7 @@ def format_table(report: dict[str, Any]) -> str:
         f" with {throughput['workers']} workers: {throughput['workers_trial_epochs_per_s']:.2f},"
         f" ratio {throughput['workers_ratio']:.1f}x;"
         f" Optuna + MLflow + setup {throughput['trial_overhead_pct']:.1f}% of trial wall time"
+        f" ({throughput['trial_overhead_ms']:.0f} ms per trial)"
     )
     batched = report["batched_trials"]
     if "error" in batched:

@@ -120,8 +120,8 @@ def native_cpu_bf16() -> bool:
     return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
 
 
-def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The training forward's autocast dtype, or None for plain fp32 (``train.precision``)."""
+def compute_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The dtype training computes in (bf16), or None for plain fp32 (``train.precision``)."""
     if config.precision == "bf16" or (
         config.precision == "auto" and device.type == "cpu" and native_cpu_bf16()
     ):
@@ -131,7 +131,7 @@ def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | N
 
 def precision_name(config: TrainConfig, device: torch.device) -> str:
     """``bf16`` or ``fp32``: what ``train.precision`` resolves to on ``device``."""
-    return "fp32" if autocast_dtype(config, device) is None else "bf16"
+    return "fp32" if compute_dtype(config, device) is None else "bf16"
 
 
 def uses_cuda_graphs(config: TrainConfig, device: torch.device) -> bool:
@@ -141,7 +141,7 @@ def uses_cuda_graphs(config: TrainConfig, device: torch.device) -> bool:
         device.type == "cuda"
         and config.cuda_graphs
         and config.optimizer in GRAPH_OPTIMIZERS
-        and autocast_dtype(config, device) is None
+        and compute_dtype(config, device) is None
     )
 
 
@@ -172,7 +172,7 @@ def train(
     ):
         model.to(memory_format=torch.channels_last)
     graphed = uses_cuda_graphs(config, device)
-    dtype = autocast_dtype(config, device)
+    dtype = compute_dtype(config, device)
     x, y, batch_size = splits.train_x, splits.train_y, config.batch_size
     steps: GraphedSteps | FlatSteps | None = None
     if graphed:

@@ -101,4 +101,4 @@ def test_models_with_buffers_train_without_flat_steps(mnist_dir: Path) -> None:
     history = train(model, splits, TrainConfig(epochs=2, batch_size=16, precision="bf16"), 0)
     assert not torch.equal(model[2].running_mean, before)  # statistics of the model itself
     assert history.history[-1].metrics["train/loss"] < history.history[0].metrics["train/loss"]
-    assert training.autocast_dtype(TrainConfig(precision="bf16"), CPU) == torch.bfloat16
+    assert training.compute_dtype(TrainConfig(precision="bf16"), CPU) == torch.bfloat16

@@ -14,7 +14,7 @@ from hptune.models import build_model
 from hptune.training import (
     Diverged,
     EpochReport,
-    autocast_dtype,
+    compute_dtype,
     make_optimizer,
     seed_everything,
     train,
@@ -138,8 +138,8 @@ def test_precision_resolves_per_device(
 ) -> None:
     monkeypatch.setattr(training, "native_cpu_bf16", lambda: native)
     config = TrainConfig(precision=precision)  # type: ignore[arg-type]
-    assert autocast_dtype(config, torch.device(device)) == expected
-    # bf16 on CUDA trains eagerly under autocast: a graph would fix the fp32 step.
+    assert compute_dtype(config, torch.device(device)) == expected
+    # bf16 on CUDA trains eagerly (a bf16 compute copy): a graph would fix the fp32 step.
     assert uses_cuda_graphs(config, torch.device("cuda")) == (precision != "bf16")
 
 
