@@ -32,27 +32,37 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+CHANNELS_LAST = torch.channels_last
 OptimizerFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 
 
 def supports(model: nn.Module) -> bool:
-    """Whether ``FlatSteps`` can train ``model``: fp32 parameters on one device, no buffers."""
+    """Whether ``FlatSteps`` can train ``model``: dense fp32 parameters on one device, no
+    buffers."""
     params = list(model.parameters())
     return (
         bool(params)
         and not list(model.buffers())
-        and all(p.dtype == torch.float32 and p.device == params[0].device for p in params)
+        and all(
+            p.dtype == torch.float32 and p.device == params[0].device and _dense(p) for p in params
+        )
     )
 
 
+def _dense(p: torch.Tensor) -> bool:
+    return p.is_contiguous() or (p.dim() == 4 and p.is_contiguous(memory_format=CHANNELS_LAST))
+
+
 def _point_into(params: list[nn.Parameter], weights: torch.Tensor, grads: torch.Tensor) -> None:
-    """Make each parameter and its gradient a view of the flat ``weights`` and ``grads``."""
+    """Make each parameter and its gradient a view of the flat ``weights`` and ``grads``, laid
+    out as the parameter is (a channels-last convolution weight stays channels-last)."""
     offset = 0
     for p in params:
-        end = offset + p.numel()
+        shape, stride = p.shape, p.stride()
         # Autograd accumulates into an existing gradient in place, so the views stay.
-        p.data, p.grad = weights[offset:end].view_as(p), grads[offset:end].view_as(p)
-        offset = end
+        p.data = weights.as_strided(shape, stride, offset)
+        p.grad = grads.as_strided(shape, stride, offset)
+        offset += p.numel()
 
 
 class FlatSteps:
@@ -75,10 +85,14 @@ class FlatSteps:
         self.model, self.x, self.y, self.batch_size = model, x, y, batch_size
         self.dtype = dtype
         self.params = list(model.parameters())
-        flat = torch.cat([p.detach().reshape(-1) for p in self.params])
+        total = sum(p.numel() for p in self.params)
+        flat = torch.empty(total, device=x.device)
+        values = [p.detach() for p in self.params]
         self.master = nn.Parameter(flat)
         self.master.grad = torch.zeros_like(flat)
         _point_into(self.params, flat, self.master.grad)
+        for p, value in zip(self.params, values, strict=True):
+            p.data.copy_(value)
         self.optimizer = make_optimizer([self.master])
         if dtype is None:
             self.compute, self.weights, self.grads = model, None, self.master.grad

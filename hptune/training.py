@@ -63,7 +63,7 @@ EVAL_BATCH_SIZE = 2048
 # momentum 70 -> 45 (plain SGD gains nothing; the others have no fused kernel).
 CPU_FUSED_OPTIMIZERS = frozenset({"sgd_momentum", "adam", "adamw", "adagrad"})
 # NHWC convolutions on CUDA: A's CNN epoch 0.583 -> 0.560 s on an H100 (graphed, batch 64;
-# examples/gpu_probes.py).
+# examples/gpu_probes.py). On CPU no reliable gain (examples/cpu_probes.py --channels-last).
 CHANNELS_LAST = True
 
 

@@ -22,15 +22,16 @@ def two_ways(
     model_config: ModelConfig,
     config: TrainConfig,
     dtype: torch.dtype | None,
+    layout: torch.memory_format = torch.contiguous_format,
 ) -> tuple[nn.Module, nn.Module]:
     """One epoch from the same seed and order: per-parameter eager steps (autocast for bf16),
-    then flat steps."""
+    then flat steps; both models in memory format ``layout``."""
     order = torch.randperm(len(splits.train_x), generator=torch.Generator().manual_seed(1))
     x, y, batch = splits.train_x, splits.train_y, config.batch_size
     seed_everything(0)
-    eager = build_model(model_config, splits.input_shape, 10)
+    eager = build_model(model_config, splits.input_shape, 10).to(memory_format=layout)
     seed_everything(0)
-    flat_model = build_model(model_config, splits.input_shape, 10)
+    flat_model = build_model(model_config, splits.input_shape, 10).to(memory_format=layout)
     seed_everything(2)  # dropout draws the same masks both ways
     train_epoch(eager, make_optimizer(eager.parameters(), config), x, y, batch, order, dtype)
     seed_everything(2)
@@ -72,6 +73,29 @@ def test_bf16_compute_copy_matches_autocast(fashion_mnist: Path, model_config: M
         assert not torch.equal(a, start.get_parameter(name))  # an epoch moved it
         # bf16-rounded weights and inputs, the loss in fp32, fp32 gradients and update: the
         # same kernels on the same numbers as autocast, so the same weights bit for bit.
+        assert torch.equal(b, a), name
+
+
+def test_flat_steps_keep_a_channels_last_model_channels_last(mnist_dir: Path) -> None:
+    # (CUDA trains convolutional models channels-last; without a CUDA graph, flat steps do.)
+    splits = data.load(DataConfig(dataset="mnist", val_fraction=0.2), CPU)
+    config = TrainConfig(batch_size=16)
+    model = build_model(ModelConfig(family="cnn"), splits.input_shape, 10)
+    model = model.to(memory_format=torch.channels_last)
+    before = [p.detach().clone() for p in model.parameters()]
+    steps = FlatSteps(
+        model, lambda p: make_optimizer(p, config), splits.train_x, splits.train_y, 16
+    )
+    conv = model[2].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert conv.grad is not None and conv.grad.is_contiguous(memory_format=torch.channels_last)
+    for p, value in zip(model.parameters(), before, strict=True):
+        assert torch.equal(p, value)  # the same values, now inside the flat buffer
+    steps.release()
+    eager, flat_model = two_ways(
+        splits, ModelConfig(family="cnn"), config, None, torch.channels_last
+    )
+    for (name, a), b in zip(eager.named_parameters(), flat_model.parameters(), strict=True):
         assert torch.equal(b, a), name
 
 
