@@ -12,8 +12,13 @@ from sklearn.metrics import ConfusionMatrixDisplay
 
 
 def confusion_matrix_figure(matrix: list[list[int]], classes: list[str], title: str) -> Figure:
-    """Counts with class names on both axes (rows: true label, columns: predicted)."""
-    figure = Figure(figsize=(7.5, 6.5), layout="constrained")
+    """Counts with class names on both axes (rows: true label, columns: predicted).
+
+    Fixed margins (room for class names of a dozen characters) instead of a layout engine:
+    drawn for every trial, and the constrained layout made it ~170 instead of ~105 ms.
+    """
+    figure = Figure(figsize=(7.5, 6.5))
+    figure.subplots_adjust(left=0.17, right=0.97, bottom=0.19, top=0.94)
     axes = figure.add_subplot()
     display = ConfusionMatrixDisplay(np.array(matrix), display_labels=classes)
     display.plot(ax=axes, colorbar=False, xticks_rotation=45, values_format="d")
