@@ -81,12 +81,12 @@ class FlatSteps:
         batch_size: int,
         dtype: torch.dtype | None = None,
     ) -> None:
-        assert supports(model), "FlatSteps needs fp32 parameters on one device and no buffers"
+        assert supports(model), "FlatSteps needs dense fp32 parameters on one device, no buffers"
         self.model, self.x, self.y, self.batch_size = model, x, y, batch_size
         self.dtype = dtype
         self.params = list(model.parameters())
         total = sum(p.numel() for p in self.params)
-        flat = torch.empty(total, device=x.device)
+        flat = torch.empty(total, device=self.params[0].device)
         values = [p.detach() for p in self.params]
         self.master = nn.Parameter(flat)
         self.master.grad = torch.zeros_like(flat)
