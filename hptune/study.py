@@ -302,6 +302,16 @@ def work(config: StudyConfig, n_trials: int | None, table: bool, worker: int) ->
         tracker.close()  # every trial's run stored before the main process summarizes
 
 
+def end_study_run(config: StudyConfig, status: str) -> None:
+    """End the study's parent MLflow run: what ``optimize`` does last, done by a worker whose
+    main process was killed (every worker may; ending an ended run again changes nothing)."""
+    study = optuna.load_study(
+        study_name=config.name, storage=open_storage(storage_url(config.storage))
+    )
+    tracker = StudyTracker(config.experiment_name, resolve_tracking_uri(config.tracking.uri))
+    tracker.close_parent(study.user_attrs[PARENT_RUN_ATTR], status)
+
+
 def _quiet_libraries() -> None:
     """Trial outcomes are shown by the progress bars and the summary, not by library logs."""
     optuna.logging.set_verbosity(logging.WARNING)

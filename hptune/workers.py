@@ -158,16 +158,20 @@ def _best_model(study: optuna.Study, handoff: Path) -> BestModel | None:
     return torch.load(path, weights_only=False) if path.exists() else None
 
 
-def _stop_with_parent() -> None:
-    """Stop (as on SIGTERM) if the main process dies without stopping us (``kill -9``)."""
+def _stop_with_parent() -> threading.Event:
+    """Stop (as on SIGTERM) if the main process dies without stopping us (``kill -9``); the
+    returned event is set when that happened."""
     parent = os.getppid()
+    orphaned = threading.Event()
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(POLL_S)
+        orphaned.set()
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="hptune-parent-watch", daemon=True).start()
+    return orphaned
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -176,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     # The main process decides when to stop: Ctrl-C reaches it, and it sends SIGTERM here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     interrupt.install(signal.SIGTERM)
-    _stop_with_parent()
+    orphaned = _stop_with_parent()
     parser = argparse.ArgumentParser(prog="python -m hptune.workers")
     parser.add_argument("handoff", type=Path)
     parser.add_argument("index", type=int)
@@ -187,11 +191,13 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     # Written by the main process into its own temporary folder: not an untrusted file.
     config = pickle.loads((args.handoff / "config.pickle").read_bytes())
-    from hptune.study import work
+    from hptune.study import end_study_run, work
 
     try:
         best = work(config, args.n_trials, args.table, args.index)
     except KeyboardInterrupt:
+        if orphaned.is_set():  # the main process was killed, so it cannot end the study's run
+            end_study_run(config, "KILLED")
         sys.exit(INTERRUPTED)
     if best is not None:
         torch.save(best, args.handoff / f"{best.number}.pt")

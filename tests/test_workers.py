@@ -130,9 +130,15 @@ def test_workers_stop_when_the_main_process_is_killed(
     def stopped() -> bool:
         states = sorted(t.state.name for t in stored.trials)
         statuses = {r.info.status for r in runs(tracking, "trial")}
-        return states == ["FAIL", "FAIL", "WAITING", "WAITING"] and statuses == {"KILLED"}
+        (parent,) = runs(tracking, "study")
+        return (
+            states == ["FAIL", "FAIL", "WAITING", "WAITING"]
+            and statuses == {"KILLED"}
+            and parent.info.status == "KILLED"
+        )
 
-    # Orphaned, each worker stops as on SIGTERM: its trial failed and queued, its run KILLED.
+    # Orphaned, each worker stops as on SIGTERM: its trial failed and queued, its run KILLED;
+    # and the study's run, which the main process would have ended, ends KILLED too.
     while not stopped():
         assert time.monotonic() < deadline, [t.state.name for t in stored.trials]
         time.sleep(0.5)
