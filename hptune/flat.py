@@ -14,7 +14,7 @@ arithmetic. Two changes cut operations without changing the arithmetic:
   and inputs, the loss in fp32, gradients cast to fp32 for an fp32 optimizer; B's MLP trains
   to the same accuracy bit for bit), with two casts per step instead of one per weight use and
   its backward. Models with buffers (batch-norm statistics would update in the copy only) keep
-  autocast: ``supports`` says which.
+  autocast: ``FlatSteps.supports`` says which.
 
 Measured on 2 CPU cores (AMD EPYC Zen 5, real Fashion-MNIST, one process alternating epochs,
 ``python examples/cpu_probes.py``): B's MLP 0.485 -> 0.421 s/epoch in bf16 and 0.660 -> 0.625
@@ -32,25 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CHANNELS_LAST = torch.channels_last
 OptimizerFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 
 
-def supports(model: nn.Module) -> bool:
-    """Whether ``FlatSteps`` can train ``model``: dense fp32 parameters on one device, no
-    buffers."""
-    params = list(model.parameters())
-    return (
-        bool(params)
-        and not list(model.buffers())
-        and all(
-            p.dtype == torch.float32 and p.device == params[0].device and _dense(p) for p in params
-        )
-    )
-
-
 def _dense(p: torch.Tensor) -> bool:
-    return p.is_contiguous() or (p.dim() == 4 and p.is_contiguous(memory_format=CHANNELS_LAST))
+    return p.is_contiguous() or (
+        p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last)
+    )
 
 
 def _point_into(params: list[nn.Parameter], weights: torch.Tensor, grads: torch.Tensor) -> None:
@@ -72,6 +60,20 @@ class FlatSteps:
     ``make_optimizer`` gets ``[master]``; the optimizer is ``self.optimizer`` (for schedulers).
     """
 
+    @staticmethod
+    def supports(model: nn.Module) -> bool:
+        """Whether ``FlatSteps`` can train ``model``: dense fp32 parameters on one device, no
+        buffers."""
+        params = list(model.parameters())
+        return (
+            bool(params)
+            and not list(model.buffers())
+            and all(
+                p.dtype == torch.float32 and p.device == params[0].device and _dense(p)
+                for p in params
+            )
+        )
+
     def __init__(
         self,
         model: nn.Module,
@@ -81,7 +83,9 @@ class FlatSteps:
         batch_size: int,
         dtype: torch.dtype | None = None,
     ) -> None:
-        assert supports(model), "FlatSteps needs dense fp32 parameters on one device, no buffers"
+        assert self.supports(model), (
+            "FlatSteps needs dense fp32 parameters on one device, no buffers"
+        )
         self.model, self.x, self.y, self.batch_size = model, x, y, batch_size
         self.dtype = dtype
         self.params = list(model.parameters())

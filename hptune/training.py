@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hptune import flat
 from hptune.config import TrainConfig
 from hptune.cudagraph import GRAPH_OPTIMIZERS, GraphedSteps, graph_options
 from hptune.data import Splits
@@ -178,7 +177,7 @@ def train(
     if graphed:
         optimizer = make_optimizer(model.parameters(), config, capturable=True)
         steps = GraphedSteps(model, optimizer, x, y, batch_size)
-    elif flat.supports(model):
+    elif FlatSteps.supports(model):
         steps = FlatSteps(model, partial(make_optimizer, config=config), x, y, batch_size, dtype)
         optimizer = steps.optimizer
     else:  # a model with buffers: plain eager steps, bf16 under autocast

@@ -40,7 +40,7 @@ def test_benchmark_writes_the_documented_json(tmp_path: Path, fashion_mnist: Pat
         assert throughput[f"{way}_ratio"] == pytest.approx(
             throughput[f"{way}_trial_epochs_per_s"] / throughput["reference_trial_epochs_per_s"]
         )
-    # The overhead's two forms describe the same trials: ms per trial of their wall time.
+    # The overhead in both forms: a share of the trials' wall time, and ms per trial.
     assert 0 < throughput["trial_overhead_pct"] < 100 and throughput["trial_overhead_ms"] > 0
     batched = report["batched_trials"]
     assert batched["members"] == 3

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from hptune import data, flat, training
+from hptune import data
 from hptune.config import DataConfig, ModelConfig, TrainConfig
 from hptune.flat import FlatSteps
 from hptune.models import build_model
@@ -119,10 +119,14 @@ def test_model_gets_its_own_parameters_and_last_gradients_back(mnist_dir: Path) 
 def test_models_with_buffers_train_without_flat_steps(mnist_dir: Path) -> None:
     splits = data.load(DataConfig(dataset="mnist", val_fraction=0.2), CPU)
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.BatchNorm1d(32), nn.Linear(32, 10))
-    assert not flat.supports(model)
-    assert flat.supports(build_model(ModelConfig(), splits.input_shape, 10))
+    assert not FlatSteps.supports(model)
+    assert FlatSteps.supports(build_model(ModelConfig(), splits.input_shape, 10))
+    seen: set[torch.dtype] = set()
+    model[1].register_forward_hook(
+        lambda module, args, output: seen.add(output.dtype) if module.training else None
+    )
     before = model[2].running_mean.clone()
     history = train(model, splits, TrainConfig(epochs=2, batch_size=16, precision="bf16"), 0)
     assert not torch.equal(model[2].running_mean, before)  # statistics of the model itself
+    assert seen == {torch.bfloat16}  # bf16 all the same: the model itself under autocast
     assert history.history[-1].metrics["train/loss"] < history.history[0].metrics["train/loss"]
-    assert training.compute_dtype(TrainConfig(precision="bf16"), CPU) == torch.bfloat16
