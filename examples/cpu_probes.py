@@ -95,11 +95,20 @@ def variants(
             ),
             model,
         )
-        model = fresh()
-        steps = FlatSteps(
-            model, lambda p: training.make_optimizer(p, config), x, y, batch_size, dtype
-        )
-        built[f"flat {label}"] = (steps.epoch, model)
+        for manual, kind in ((False, "autograd"), (True, "manual")):
+            model = fresh()
+            steps = FlatSteps(
+                model,
+                lambda p: training.make_optimizer(p, config),
+                x,
+                y,
+                batch_size,
+                dtype,
+                manual=manual,
+            )
+            if manual and steps.backprop is None:
+                continue  # a model ManualBackprop does not take: the autograd line says it
+            built[f"flat {kind} {label}"] = (steps.epoch, model)
     if compile_step:
         model = fresh()
         optimizer = training.make_optimizer(model.parameters(), config)
@@ -150,7 +159,7 @@ def main() -> None:
         accuracy = (predictions == splits.val_y).float().mean().item()
         median = statistics.median(times[label][1:])
         epochs = " ".join(f"{t:.3f}" for t in times[label])
-        print(f"{label:>15}: median {median:.3f} s/epoch  [{epochs}]  val acc {accuracy:.4f}")
+        print(f"{label:>20}: median {median:.3f} s/epoch  [{epochs}]  val acc {accuracy:.4f}")
 
 
 if __name__ == "__main__":

@@ -23,9 +23,11 @@ def two_ways(
     config: TrainConfig,
     dtype: torch.dtype | None,
     layout: torch.memory_format = torch.contiguous_format,
+    manual: bool = True,
 ) -> tuple[nn.Module, nn.Module]:
     """One epoch from the same seed and order: per-parameter eager steps (autocast for bf16),
-    then flat steps; both models in memory format ``layout``."""
+    then flat steps (``manual``: gradients from ``ManualBackprop`` where it takes the model);
+    both models in memory format ``layout``."""
     order = torch.randperm(len(splits.train_x), generator=torch.Generator().manual_seed(1))
     x, y, batch = splits.train_x, splits.train_y, config.batch_size
     seed_everything(0)
@@ -35,20 +37,26 @@ def two_ways(
     seed_everything(2)  # dropout draws the same masks both ways
     train_epoch(eager, make_optimizer(eager.parameters(), config), x, y, batch, order, dtype)
     seed_everything(2)
-    steps = FlatSteps(flat_model, lambda p: make_optimizer(p, config), x, y, batch, dtype)
+    steps = FlatSteps(
+        flat_model, lambda p: make_optimizer(p, config), x, y, batch, dtype, manual=manual
+    )
+    assert (steps.backprop is not None) == (manual and model_config.family == "mlp")
     steps.epoch(order)
     steps.release()
     return eager, flat_model
 
 
+@pytest.mark.parametrize("manual", [True, False], ids=["manual-backprop", "autograd"])
 @pytest.mark.parametrize(
     "optimizer", ["sgd", "sgd_momentum", "adam", "adamw", "nadam", "rmsprop", "adagrad", "adadelta"]
 )
-def test_flat_fp32_steps_update_as_per_parameter_steps(mnist_dir: Path, optimizer: str) -> None:
+def test_flat_fp32_steps_update_as_per_parameter_steps(
+    mnist_dir: Path, optimizer: str, manual: bool
+) -> None:
     splits = data.load(DataConfig(dataset="mnist", val_fraction=0.2), CPU)
     config = TrainConfig(batch_size=16, optimizer=optimizer, lr=0.01, weight_decay=1e-3)
     model_config = ModelConfig(hidden_sizes=[32, 16])
-    eager, flat_model = two_ways(splits, model_config, config, None)
+    eager, flat_model = two_ways(splits, model_config, config, None, manual=manual)
     seed_everything(0)
     start = build_model(model_config, splits.input_shape, 10)
     for (name, a), b in zip(eager.named_parameters(), flat_model.parameters(), strict=True):
@@ -58,14 +66,20 @@ def test_flat_fp32_steps_update_as_per_parameter_steps(mnist_dir: Path, optimize
 
 
 @pytest.mark.parametrize(
-    "model_config",
-    [ModelConfig(hidden_sizes=[64, 32], dropout=0.2), ModelConfig(family="cnn")],
-    ids=["mlp", "cnn"],
+    ("model_config", "manual"),
+    [
+        (ModelConfig(hidden_sizes=[64, 32], dropout=0.2), True),
+        (ModelConfig(hidden_sizes=[64, 32], dropout=0.2), False),
+        (ModelConfig(family="cnn"), True),
+    ],
+    ids=["mlp-manual-backprop", "mlp-autograd", "cnn"],
 )
-def test_bf16_compute_copy_matches_autocast(fashion_mnist: Path, model_config: ModelConfig) -> None:
+def test_bf16_compute_copy_matches_autocast(
+    fashion_mnist: Path, model_config: ModelConfig, manual: bool
+) -> None:
     splits = data.load(DataConfig(train_subset=1024, test_subset=10), CPU)
     config = TrainConfig(batch_size=64, optimizer="adam")
-    eager, flat_model = two_ways(splits, model_config, config, torch.bfloat16)
+    eager, flat_model = two_ways(splits, model_config, config, torch.bfloat16, manual=manual)
     seed_everything(0)
     start = build_model(model_config, splits.input_shape, 10)
     for (name, a), b in zip(eager.named_parameters(), flat_model.parameters(), strict=True):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from hptune import data, training
 from hptune.config import DataConfig, ModelConfig, TrainConfig
@@ -159,24 +160,32 @@ def test_cpu_optimizers_use_their_fused_kernel() -> None:
     }
 
 
+class MatmulDtypes(TorchDispatchMode):
+    """Records the dtypes of every matrix product run under it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[torch.dtype] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm):
+            self.seen.add(args[-1].dtype)
+        return func(*args, **(kwargs or {}))
+
+
 def test_bf16_trains_in_bf16_and_keeps_fp32_accuracy(fashion_mnist: Path) -> None:
     splits = data.load(DataConfig(train_subset=6000, test_subset=2000), CPU)
-    accuracy, forward_dtypes = {}, {}
+    accuracy, matmul_dtypes = {}, {}
     for precision in ("fp32", "bf16"):
         seed_everything(0)
         model = build_model(ModelConfig(hidden_sizes=[256, 128]), splits.input_shape, 10)
-        seen: set[torch.dtype] = set()
-        first_linear = model[1]
-        first_linear.register_forward_hook(
-            lambda module, args, output, seen=seen: (
-                seen.add(output.dtype) if module.training else None
-            )
-        )
         config = TrainConfig(epochs=3, batch_size=128, precision=precision)  # type: ignore[arg-type]
-        history = train(model, splits, config, seed=0).history
+        with MatmulDtypes() as recorder:
+            history = train(model, splits, config, seed=0).history
         accuracy[precision] = history[-1].metrics["val/accuracy"]
-        forward_dtypes[precision] = seen
-    assert forward_dtypes == {"fp32": {torch.float32}, "bf16": {torch.bfloat16}}
+        matmul_dtypes[precision] = recorder.seen
+    # bf16 trains in bf16 (and evaluates in fp32); fp32 never touches bf16.
+    assert matmul_dtypes == {"fp32": {torch.float32}, "bf16": {torch.bfloat16, torch.float32}}
     # Same seed, data and epochs: bf16's accuracy is fp32's within seed noise (~0.01 here).
     assert accuracy["bf16"] == pytest.approx(accuracy["fp32"], abs=0.015)
     assert accuracy["fp32"] > 0.8

@@ -1,0 +1,80 @@
+"""ManualBackprop: the same loss and gradients as autograd, bit for bit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hptune.backprop import BACKWARD, ManualBackprop
+from hptune.config import ModelConfig
+from hptune.models import ACTIVATIONS, build_model
+
+SHAPE = (1, 8, 8)
+
+# Every registered activation whose module ManualBackprop takes.
+TAKEN = [name for name, make in ACTIVATIONS.items() if type(make()) in BACKWARD]
+
+
+def mlp(activation: str, dropout: float, dtype: torch.dtype) -> nn.Module:
+    torch.manual_seed(0)
+    config = ModelConfig(activation=activation, hidden_sizes=[32, 16], dropout=dropout)
+    model = build_model(config, SHAPE, 10).to(dtype)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 7.0)  # stale values: a step must overwrite them
+    return model
+
+
+def batch(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(24, *SHAPE, generator=generator).to(dtype)
+    return x, torch.randint(0, 10, (24,), generator=generator)
+
+
+def test_takes_every_activation_but_the_composite_ones() -> None:
+    assert set(ACTIVATIONS) - set(TAKEN) == {"softsign", "exponential", "softmax"}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("activation", TAKEN)
+def test_gradients_equal_autograd(activation: str, dropout: float, dtype: torch.dtype) -> None:
+    x, y = batch(dtype)
+    reference, manual = mlp(activation, dropout, dtype), mlp(activation, dropout, dtype)
+    torch.manual_seed(5)  # the same dropout masks both ways
+    logits = reference(x)
+    loss = F.cross_entropy(logits.float(), y)
+    for p in reference.parameters():
+        p.grad = None
+    loss.backward()
+    torch.manual_seed(5)
+    manual_loss, manual_logits = ManualBackprop(manual).step(x, y)
+    assert torch.equal(manual_loss, loss.detach())
+    assert torch.equal(manual_logits, logits.detach())
+    for (name, p), q in zip(reference.named_parameters(), manual.parameters(), strict=True):
+        assert torch.equal(q.grad, p.grad), name
+    if dropout:  # the masks matter: another draw gives other gradients
+        manual_loss_again = ManualBackprop(manual).step(x, y)[0]
+        assert not torch.equal(manual_loss_again, loss.detach())
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        build_model(ModelConfig(activation="softsign"), SHAPE, 10),
+        build_model(ModelConfig(family="cnn"), (1, 28, 28), 10),
+        nn.Sequential(nn.Flatten(), nn.Linear(64, 10, bias=False)),
+        nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(inplace=True), nn.Linear(8, 2)),
+        nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.ReLU(), nn.Linear(8, 2)),
+        nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU()),
+        nn.Sequential(nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 2)),
+    ],
+    ids=["softsign", "cnn", "no-bias", "in-place", "two-activations", "ends-in-relu", "no-flatten"],
+)
+def test_refuses_what_it_cannot_differentiate(model: nn.Module) -> None:
+    assert not ManualBackprop.supports(model)
+
+
+def test_takes_an_mlp_without_hidden_layers() -> None:
+    assert ManualBackprop.supports(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
