@@ -97,7 +97,9 @@ def train_batched(
         if steps is None or steps.active != active:
             steps = _Steps(stacked, optimizer, splits, first, active, graphed)
         losses, correct = steps.epoch(generators)
-        val_losses, val_predictions = _evaluate(stacked, splits.val_x, splits.val_y, active)
+        val_losses, val_predictions = _evaluate(
+            stacked, splits.val_x, splits.val_y, active, compute_dtype(first, device)
+        )
         for slot, k in enumerate(active):
             try:
                 outcome = (losses[slot], correct[slot], val_losses[slot], val_predictions[slot])
@@ -204,18 +206,24 @@ class _Steps:
 
 @torch.no_grad()
 def _evaluate(
-    stacked: _Stacked, x: torch.Tensor, y: torch.Tensor, active: list[int]
+    stacked: _Stacked,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    active: list[int],
+    dtype: torch.dtype | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy and predicted classes per active member, on shared inputs."""
+    """Mean cross-entropy and predicted classes per active member, on shared inputs; the
+    forward under autocast to ``dtype`` if given (as ``training.evaluate``)."""
     stacked.base.eval()
     params = {name: p.detach() for name, p in stacked.parameters(active).items()}
     loss_sum = torch.zeros(len(active), device=x.device)
     predictions = []
     for start in range(0, len(x), EVAL_BATCH_SIZE):
-        logits = stacked.forward(params, x[start : start + EVAL_BATCH_SIZE], shared=True)
+        with torch.autocast(x.device.type, dtype, enabled=dtype is not None):
+            logits = stacked.forward(params, x[start : start + EVAL_BATCH_SIZE], shared=True)
         targets = y[start : start + EVAL_BATCH_SIZE]
         losses = F.cross_entropy(
-            logits.flatten(0, 1), targets.repeat(len(active)), reduction="none"
+            logits.float().flatten(0, 1), targets.repeat(len(active)), reduction="none"
         )
         loss_sum += losses.view(len(active), -1).sum(dim=1)
         predictions.append(logits.argmax(dim=2))

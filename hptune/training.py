@@ -199,7 +199,7 @@ def train(
                 train_loss, train_correct = train_epoch(
                     model, optimizer, x, y, batch_size, order, dtype
                 )
-            val_loss, val_predictions = evaluate(model, splits.val_x, splits.val_y)
+            val_loss, val_predictions = evaluate(model, splits.val_x, splits.val_y, dtype=dtype)
             report, predictions = epoch_report(
                 epoch,
                 splits,
@@ -318,14 +318,21 @@ def train_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = EVAL_BATCH_SIZE,
+    dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy and predicted classes over ``x`` in large batches (eval mode)."""
+    """Mean cross-entropy and predicted classes over ``x`` in large batches (eval mode); with
+    ``dtype``, the forward under autocast to it (what training computes in), the loss in fp32.
+    """
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
     predictions = []
     for start in range(0, len(x), batch_size):
-        logits = model(x[start : start + batch_size])
-        loss_sum += F.cross_entropy(logits, y[start : start + batch_size], reduction="sum")
+        with torch.autocast(x.device.type, dtype, enabled=dtype is not None):
+            logits = model(x[start : start + batch_size])
+        loss_sum += F.cross_entropy(logits.float(), y[start : start + batch_size], reduction="sum")
         predictions.append(logits.argmax(dim=1))
     return loss_sum / len(x), torch.cat(predictions)
