@@ -8,9 +8,11 @@ machine's speed drifts between runs; alternating keeps the comparison fair):
 
 - ``autocast bf16``: per-parameter optimizer, ``torch.autocast`` forward (hptune before
   ``hptune.flat``; still what models with buffers use);
-- ``flat bf16``: ``hptune.flat.FlatSteps`` with its bf16 compute copy (the default on CPUs
-  with native bf16);
-- ``autocast fp32`` / ``flat fp32``: the same two without bf16;
+- ``flat autograd bf16``: ``hptune.flat.FlatSteps`` with its bf16 compute copy, gradients from
+  autograd (``manual=False``; what models ``ManualBackprop`` does not take use);
+- ``flat manual bf16``: the same with ``hptune.backprop.ManualBackprop`` (the default for MLPs
+  on CPUs with native bf16; not shown for the CNN, which it does not take);
+- the same three in fp32;
 - with ``--compile``, ``compiled bf16``: the autocast step under ``torch.compile`` (inductor);
 - with ``--channels-last`` instead: flat steps in bf16 and fp32, each with the model in the
   default (NCHW) and in channels-last memory format (what ``training.train`` uses for
@@ -21,10 +23,14 @@ its final validation accuracy. The CNN's dropout masks come from the one global 
 the variants share in turn, so its accuracies differ by seed noise (with equal masks the flat
 and per-parameter steps give equal weights: ``tests/test_flat.py``).
 
-Figures (2 CPU cores, AMD EPYC Zen 5, 2026-11-23), 4 rounds with ``--compile``: MLP autocast /
-flat bf16 0.504 / 0.435 s, fp32 0.696 / 0.656 s, val acc 0.8731 both in bf16 and 0.8706 both in
-fp32; compiled bf16 (torch 2.14, inductor, gcc 12) 0.477 s after a first epoch of 7.4 s with a
-warm compile cache (18.7 s cold): slower than the flat step and costly to start, so not used.
+Figures (2 CPU cores, AMD EPYC Zen 5), 6 rounds (2026-11-23, the second session): MLP autocast /
+flat autograd / flat manual bf16 0.488 / 0.419 / **0.328** s, fp32 0.666 / 0.617 / **0.537** s,
+val acc 0.8784 all three in bf16 and 0.8754 all three in fp32; a run in a slow phase of the
+machine gave 0.600 / 0.520 / 0.418 and 0.817 / 0.767 / 0.696 s. Before ``ManualBackprop``,
+4 rounds with ``--compile``: MLP autocast / flat bf16 0.504 / 0.435 s, fp32 0.696 / 0.656 s,
+val acc 0.8731 both in bf16 and 0.8706 both in fp32; compiled bf16 (torch 2.14, inductor,
+gcc 12) 0.477 s after a first epoch of 7.4 s with a warm compile cache (18.7 s cold): slower
+than the flat step and costly to start, so not used.
 CNN on 10,000 images, 3 rounds: bf16 3.540 / 3.441 s, fp32 5.700 / 5.682 s.
 ``--channels-last``, CNN on 5,000 images: NCHW / channels-last bf16 1.678 / 1.772 s, fp32 3.333 /
 3.465 s (4 rounds); an earlier run of the same comparison gave bf16 2.15 / 2.00 s, fp32 2.87 /
