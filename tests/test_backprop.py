@@ -32,6 +32,10 @@ def batch(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.randint(0, 10, (24,), generator=generator)
 
 
+class LoggedLinear(nn.Linear):
+    """A subclass may compute something else in its forward: not taken."""
+
+
 def test_takes_every_activation_but_the_composite_ones() -> None:
     assert set(ACTIVATIONS) - set(TAKEN) == {"softsign", "exponential", "softmax"}
 
@@ -69,8 +73,22 @@ def test_gradients_equal_autograd(activation: str, dropout: float, dtype: torch.
         nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.ReLU(), nn.Linear(8, 2)),
         nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU()),
         nn.Sequential(nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 2)),
+        nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Dropout(1.0), nn.Linear(8, 2)),
+        nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Dropout(0.1), nn.Linear(8, 2)),
+        nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), LoggedLinear(8, 2)),
     ],
-    ids=["softsign", "cnn", "no-bias", "in-place", "two-activations", "ends-in-relu", "no-flatten"],
+    ids=[
+        "softsign",
+        "cnn",
+        "no-bias",
+        "in-place",
+        "two-activations",
+        "ends-in-relu",
+        "no-flatten",
+        "dropout-1",
+        "no-activation",
+        "linear-subclass",
+    ],
 )
 def test_refuses_what_it_cannot_differentiate(model: nn.Module) -> None:
     assert not ManualBackprop.supports(model)
