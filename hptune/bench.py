@@ -9,8 +9,10 @@ device-resident tensors, exactly as ``hptune optimize`` calls it (``train.precis
 on a CPU with native bf16, when a second line shows the same path in fp32; on CUDA a
 second line shows it without CUDA graphs). The two alternate epoch by epoch, so drift in the
 machine's speed hits both alike. Epoch times are medians of the epochs after the first
-(warm-up); both are evaluated on the test set after every epoch. Peak memory on CUDA is the
-largest allocation during one of hptune's epochs; on CPU the process's peak resident size.
+(warm-up); both are evaluated on the test set after every epoch (hptune's in its training
+precision, as its validation runs), and the accuracies in the table come from one fp32
+evaluation after the last epoch. Peak memory on CUDA is the largest allocation during one of
+hptune's epochs; on CPU the process's peak resident size.
 
 Batched trials train ``--members`` MLPs as one stacked model (``hptune.batched``) and the same
 trials one after the other, and compare model-epochs per second.
