@@ -68,7 +68,9 @@ def test_flat_fp32_steps_update_as_per_parameter_steps(
 @pytest.mark.parametrize(
     ("model_config", "manual"),
     [
-        (ModelConfig(hidden_sizes=[64, 32], dropout=0.2), True),
+        # (ManualBackprop draws other dropout masks than nn.Dropout: test_backprop compares
+        # the two with equal masks.)
+        (ModelConfig(hidden_sizes=[64, 32]), True),
         (ModelConfig(hidden_sizes=[64, 32], dropout=0.2), False),
         (ModelConfig(family="cnn"), True),
     ],
