@@ -7,9 +7,8 @@ backward needs, and the backward calls the very ATen kernels autograd's formulas
 (``threshold_backward``, ``nll_loss_backward``, ...), writing each weight and bias gradient
 straight into its ``.grad`` (``out=``), so nothing is accumulated or zeroed. The gradients are
 autograd's bit for bit (``tests/test_backprop.py``, for every activation it takes, with
-dropout, in fp32 and bf16) given the same dropout masks; the masks come from ``dropout_mask``,
-which draws them 2x faster than aten's CPU dropout: other masks than autograd's would draw
-from the same seed, of the same law.
+dropout, in fp32 and bf16) given the same dropout masks, which come from
+``hptune.dropout.dropout_mask`` as in every eager step of hptune's.
 
 It takes ``Flatten -> (Linear -> activation [-> Dropout]) * n -> Linear`` built by
 ``hptune.models.build_mlp`` with the activations in ``BACKWARD``; anything else (softsign,
@@ -17,9 +16,7 @@ softmax, convolutions, ...) keeps autograd (``ManualBackprop.supports``).
 
 Measured on 2 CPU cores (AMD EPYC Zen 5, real Fashion-MNIST, ``python examples/cpu_probes.py
 --rounds 6``, one process alternating epochs): B's MLP with flat steps 0.419 -> 0.328 s/epoch in
-bf16 and 0.617 -> 0.537 s in fp32, the same validation accuracy to the last digit. Flagship-like
-MLPs with dropout, bf16, ``dropout_mask`` vs ``bernoulli_`` masks (epochs alternating): 384x3,
-batch 64, p 0.2: 1.315 -> 1.176 s/epoch; 1024x2, batch 128, p 0.3: 2.815 -> 2.288 s.
+bf16 and 0.617 -> 0.537 s in fp32, the same validation accuracy to the last digit.
 """
 
 from __future__ import annotations
@@ -29,6 +26,8 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from hptune.dropout import dropout_mask
 
 aten = torch.ops.aten
 MEAN = 1  # the ``reduction`` argument of the nll_loss kernels
@@ -60,23 +59,6 @@ def _kind(layer: nn.Module) -> str:
     if type(layer) is nn.Dropout and plain and layer.p < 1:
         return "D"
     return "?"
-
-
-def dropout_mask(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Dropout's scaled mask for ``x``: 0 with probability ``p``, else ``1 / (1 - p)`` (in
-    ``x``'s dtype, as aten's dropout scales).
-
-    aten's CPU dropout draws one ``bernoulli_`` number per element, ~8 ns each on the machine
-    measured here (2 AMD EPYC Zen 5 cores). This draws 64 random bits per two elements and
-    compares each 32-bit half with a threshold: the same law up to 2^-32 in the keep
-    probability, and 2x faster (64 x 384 values: 155 -> 77 us; 64 x 9,216: 3.6 -> 2.0 ms).
-    """
-    keep = 1 - p
-    bits = torch.empty((x.numel() + 1) // 2, dtype=torch.int64, device=x.device)
-    halves = bits.random_(-(2**63), None).view(torch.int32)[: x.numel()].view(x.shape)
-    # P(half < threshold) = (threshold + 2^31) / 2^32, the keep probability to within 2^-32.
-    threshold = min(round(keep * 2**32) - 2**31, 2**31 - 1)
-    return (halves < threshold).to(x.dtype).div_(keep)
 
 
 class ManualBackprop:

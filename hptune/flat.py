@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hptune.backprop import ManualBackprop
+from hptune.dropout import fast_dropout
 
 OptimizerFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 
@@ -61,7 +62,8 @@ class FlatSteps:
 
     ``make_optimizer`` gets ``[master]``; the optimizer is ``self.optimizer`` (for schedulers).
     With ``manual`` (the default), a model ``ManualBackprop`` takes gets its gradients from it
-    instead of autograd: the same numbers, fewer operations.
+    instead of autograd: the same numbers, fewer operations. Dropout draws its masks with
+    ``hptune.dropout.dropout_mask`` either way.
     """
 
     @staticmethod
@@ -115,6 +117,8 @@ class FlatSteps:
             if manual and ManualBackprop.supports(self.compute)
             else None
         )
+        if self.backprop is None:  # (ManualBackprop draws the same fast masks itself)
+            self.compute = fast_dropout(self.compute)
         self.loss_sum = torch.zeros((), device=x.device)
         self.correct = torch.zeros((), dtype=torch.long, device=x.device)
 

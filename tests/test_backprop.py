@@ -1,4 +1,4 @@
-"""ManualBackprop: the same loss and gradients as autograd, bit for bit; its dropout masks."""
+"""ManualBackprop: the same loss and gradients as autograd, bit for bit."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hptune.backprop import BACKWARD, ManualBackprop, dropout_mask
+from hptune.backprop import BACKWARD, ManualBackprop
 from hptune.config import ModelConfig
+from hptune.dropout import fast_dropout
 from hptune.models import ACTIVATIONS, build_model
 
 SHAPE = (1, 8, 8)
@@ -32,24 +33,6 @@ def batch(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.randint(0, 10, (24,), generator=generator)
 
 
-class MaskedDropout(nn.Module):
-    """Dropout through autograd with ManualBackprop's masks (``dropout_mask``)."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * dropout_mask(x, self.p) if self.p else x
-
-
-def with_masked_dropout(model: nn.Module) -> nn.Module:
-    for index, layer in enumerate(model):
-        if isinstance(layer, nn.Dropout):
-            model[index] = MaskedDropout(layer.p)
-    return model
-
-
 class LoggedLinear(nn.Linear):
     """A subclass may compute something else in its forward: not taken."""
 
@@ -63,7 +46,7 @@ def test_takes_every_activation_but_the_composite_ones() -> None:
 @pytest.mark.parametrize("activation", TAKEN)
 def test_gradients_equal_autograd(activation: str, dropout: float, dtype: torch.dtype) -> None:
     x, y = batch(dtype)
-    reference = with_masked_dropout(mlp(activation, dropout, dtype))
+    reference = fast_dropout(mlp(activation, dropout, dtype))
     manual = mlp(activation, dropout, dtype)
     torch.manual_seed(5)  # the same dropout masks both ways
     logits = reference(x)
@@ -113,28 +96,6 @@ def test_refuses_what_it_cannot_differentiate(model: nn.Module) -> None:
     assert not ManualBackprop.supports(model)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
-def test_dropout_masks_keep_each_value_with_probability_one_minus_p(
-    p: float, dtype: torch.dtype
-) -> None:
-    torch.manual_seed(0)
-    x = torch.empty(1000, 1001, dtype=dtype)  # an odd count: the last 64-bit draw half-used
-    mask = dropout_mask(x, p)
-    assert mask.shape == x.shape and mask.dtype == dtype
-    scale = torch.tensor(1 / (1 - p), dtype=dtype)  # aten's dropout scales in x's dtype
-    assert set(mask.unique().tolist()) == {0.0, scale.item()}
-    kept = (mask > 0).double().mean().item()
-    # 1,001,000 draws: the standard error of the kept fraction is below 0.0005.
-    assert kept == pytest.approx(1 - p, abs=0.0025)
-    # Rows and columns are alike (no half of each 64-bit draw favoured).
-    assert (mask[:, 0::2] > 0).double().mean().item() == pytest.approx(1 - p, abs=0.0035)
-    assert (mask[:, 1::2] > 0).double().mean().item() == pytest.approx(1 - p, abs=0.0035)
-    torch.manual_seed(0)
-    assert torch.equal(dropout_mask(x, p), mask)  # the global seed decides it
-    assert not torch.equal(dropout_mask(x, p), mask)
-
-
 def test_takes_an_mlp_without_hidden_layers() -> None:
     assert ManualBackprop.supports(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
 
@@ -147,7 +108,7 @@ def test_gradients_match_autograd_on_cuda(activation: str, dtype: torch.dtype) -
     # transposed products, so: equal up to rounding.
     cuda = torch.device("cuda")
     x, y = (t.to(cuda) for t in batch(dtype))
-    reference = with_masked_dropout(mlp(activation, 0.3, dtype)).to(cuda)
+    reference = fast_dropout(mlp(activation, 0.3, dtype)).to(cuda)
     manual = mlp(activation, 0.3, dtype).to(cuda)
     for model in (reference, manual):
         for p in model.parameters():
