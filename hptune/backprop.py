@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from hptune.dropout import dropout_mask
+from hptune.dropout import dropout_mask, plain_dropout
 
 aten = torch.ops.aten
 MEAN = 1  # the ``reduction`` argument of the nll_loss kernels
@@ -51,12 +51,11 @@ BACKWARD: dict[type[nn.Module], Backward] = {
 def _kind(layer: nn.Module) -> str:
     """L (linear with bias), A (activation), D (dropout), or ? (not taken). In-place modules
     are not taken: the formulas above assume each input survives the forward."""
-    plain = not getattr(layer, "inplace", False)
     if type(layer) is nn.Linear and layer.bias is not None:
         return "L"
-    if type(layer) in BACKWARD and plain:
+    if type(layer) in BACKWARD and not getattr(layer, "inplace", False):
         return "A"
-    if type(layer) is nn.Dropout and plain and layer.p < 1:
+    if plain_dropout(layer):
         return "D"
     return "?"
 
@@ -84,7 +83,12 @@ class ManualBackprop:
         assert self.supports(model), "ManualBackprop takes Flatten, Linear, activation, Dropout"
         # out= into a missing gradient would compute it and drop it.
         assert all(p.grad is not None for p in model.parameters()), "every .grad must exist"
-        self.layers = list(model.children())[1:]
+        # Dropout with p=0 is the identity (aten's draws no random numbers for it either).
+        self.layers = [
+            layer
+            for layer in list(model.children())[1:]
+            if not (isinstance(layer, nn.Dropout) and layer.p == 0)
+        ]
 
     @torch.no_grad()
     def step(
@@ -98,9 +102,6 @@ class ManualBackprop:
         for layer in self.layers:
             if isinstance(layer, nn.Linear):
                 y = torch.addmm(layer.bias, x, layer.weight.t())
-                saved.append((x, y))
-            elif isinstance(layer, nn.Dropout) and layer.p == 0:
-                y = x  # aten's dropout returns its input, drawing no random numbers
                 saved.append((x, y))
             elif isinstance(layer, nn.Dropout):
                 noise = dropout_mask(x, layer.p)
@@ -126,7 +127,7 @@ class ManualBackprop:
                 if index:  # the first layer's input (the images) needs no gradient
                     grad = torch.mm(grad, layer.weight)
             elif isinstance(layer, nn.Dropout):
-                grad = grad if layer.p == 0 else grad * x  # x: the scaled mask
+                grad = grad * x  # x: the scaled mask
             else:
                 grad = BACKWARD[type(layer)](grad, x, y, layer)
         return loss, logits

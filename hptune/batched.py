@@ -98,7 +98,7 @@ def train_batched(
             steps = _Steps(stacked, optimizer, splits, first, active, graphed)
         losses, correct = steps.epoch(generators)
         val_losses, val_predictions = _evaluate(
-            stacked, splits.val_x, splits.val_y, active, compute_dtype(first, device)
+            stacked, splits.val_x, splits.val_y, active, steps.dtype
         )
         for slot, k in enumerate(active):
             try:

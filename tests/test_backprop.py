@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -94,6 +96,23 @@ def test_gradients_equal_autograd(activation: str, dropout: float, dtype: torch.
 )
 def test_refuses_what_it_cannot_differentiate(model: nn.Module) -> None:
     assert not ManualBackprop.supports(model)
+
+
+def test_dropout_zero_is_the_identity_and_draws_nothing() -> None:
+    torch.manual_seed(0)
+    reference = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Dropout(0.0), nn.Linear(16, 10)
+    )
+    manual = copy.deepcopy(reference)
+    for p in manual.parameters():
+        p.grad = torch.full_like(p, 7.0)
+    x, y = batch(torch.float32)
+    F.cross_entropy(reference(x), y).backward()
+    state = torch.get_rng_state()
+    ManualBackprop(manual).step(x, y)
+    assert torch.equal(torch.get_rng_state(), state)
+    for (name, p), q in zip(reference.named_parameters(), manual.parameters(), strict=True):
+        assert torch.equal(q.grad, p.grad), name
 
 
 def test_takes_an_mlp_without_hidden_layers() -> None:
