@@ -23,6 +23,8 @@ from typing import TypeGuard
 import torch
 from torch import nn
 
+from hptune.models import swap_layers
+
 
 def dropout_mask(x: torch.Tensor, p: float) -> torch.Tensor:
     """Dropout's scaled mask for ``x``: 0 with probability ``p``, else ``1 / (1 - p)`` (in
@@ -59,13 +61,6 @@ def plain_dropout(layer: nn.Module) -> TypeGuard[nn.Dropout]:
 
 
 def fast_dropout(model: nn.Module) -> nn.Module:
-    """``model`` for training with ``MaskDropout`` in place of each ``nn.Dropout``: for an
-    ``nn.Sequential``, a new one sharing every other layer (``model`` itself is unchanged);
-    any other model as it is."""
-    if type(model) is not nn.Sequential:
-        return model
-    layers = list(model)
-    swapped = [MaskDropout(layer.p) if plain_dropout(layer) else layer for layer in layers]
-    if all(a is b for a, b in zip(layers, swapped, strict=True)):
-        return model
-    return nn.Sequential(*swapped)
+    """``model`` with ``MaskDropout`` for each plain ``nn.Dropout``: see
+    ``hptune.models.swap_layers``."""
+    return swap_layers(model, lambda layer: MaskDropout(layer.p) if plain_dropout(layer) else layer)

@@ -34,6 +34,7 @@ from torch import nn
 
 from hptune.backprop import ManualBackprop
 from hptune.dropout import fast_dropout
+from hptune.pooling import fast_max_pool
 
 OptimizerFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 
@@ -63,7 +64,8 @@ class FlatSteps:
     ``make_optimizer`` gets ``[master]``; the optimizer is ``self.optimizer`` (for schedulers).
     With ``manual`` (the default), a model ``ManualBackprop`` takes gets its gradients from it
     instead of autograd: the same numbers, fewer operations. Dropout draws its masks with
-    ``hptune.dropout.dropout_mask`` either way.
+    ``hptune.dropout.dropout_mask`` either way, and CPU max-pooling runs in channels-last
+    (``hptune.pooling``).
     """
 
     @staticmethod
@@ -118,7 +120,7 @@ class FlatSteps:
             else None
         )
         if self.backprop is None:  # (ManualBackprop draws the same fast masks itself)
-            self.compute = fast_dropout(self.compute)
+            self.compute = fast_max_pool(fast_dropout(self.compute))
         self.loss_sum = torch.zeros((), device=x.device)
         self.correct = torch.zeros((), dtype=torch.long, device=x.device)
 

@@ -113,3 +113,17 @@ MODELS: dict[str, Callable[[ModelConfig, tuple[int, ...], int], nn.Module]] = {
 def build_model(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     """Build the configured family for inputs of ``input_shape`` (C, H, W)."""
     return lookup(MODELS, config.family, "model family")(config, input_shape, n_classes)
+
+
+def swap_layers(model: nn.Module, replace: Callable[[nn.Module], nn.Module]) -> nn.Module:
+    """``model`` with ``replace(layer)`` for each layer: for an ``nn.Sequential``, a new one
+    sharing every layer that ``replace`` returns as it is (so training it trains ``model``, and
+    ``model`` itself is unchanged), or ``model`` when nothing changes; any other model as it is.
+    The eager training steps use it to put faster stand-ins for some layers."""
+    if type(model) is not nn.Sequential:
+        return model
+    layers = list(model)
+    swapped = [replace(layer) for layer in layers]
+    if all(a is b for a, b in zip(layers, swapped, strict=True)):
+        return model
+    return nn.Sequential(*swapped)

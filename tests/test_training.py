@@ -13,9 +13,13 @@ from hptune import data, training
 from hptune.config import DataConfig, ModelConfig, TrainConfig
 from hptune.models import build_model
 from hptune.training import (
+    EVAL_BATCH_SIZE,
+    EVAL_CPU_BYTES,
     Diverged,
     EpochReport,
     compute_dtype,
+    eval_batch_size,
+    evaluate,
     make_optimizer,
     seed_everything,
     train,
@@ -189,3 +193,20 @@ def test_bf16_trains_in_bf16_and_keeps_fp32_accuracy(fashion_mnist: Path) -> Non
     # Same seed, data and epochs: bf16's accuracy is fp32's within seed noise (~0.01 here).
     assert accuracy["bf16"] == pytest.approx(accuracy["fp32"], abs=0.015)
     assert accuracy["fp32"] > 0.8
+
+
+def test_cpu_evaluation_batches_keep_each_layer_output_small(mnist_dir: Path) -> None:
+    splits = data.load(DataConfig(dataset="mnist", val_fraction=0.2), CPU)
+    cnn = build_model(ModelConfig(family="cnn"), splits.input_shape, 10)
+    mlp = build_model(ModelConfig(hidden_sizes=[256, 128]), splits.input_shape, 10)
+    # The CNN's largest output: 64 channels of 24 x 24 per image, 4 bytes each in fp32.
+    assert eval_batch_size(cnn, splits.val_x) == EVAL_CPU_BYTES // (64 * 24 * 24 * 4) == 227
+    assert eval_batch_size(mlp, splits.val_x) == EVAL_BATCH_SIZE
+    # The batch size changes nothing but the speed: the same predictions, the same loss up to
+    # the order of summation.
+    x, y = splits.train_x.repeat(2, 1, 1, 1), splits.train_y.repeat(2)  # 320: two batches
+    loss, predictions = evaluate(cnn, x, y)
+    loss_whole, predictions_whole = evaluate(cnn, x, y, batch_size=len(x))
+    assert torch.equal(predictions, predictions_whole)
+    assert loss.item() == pytest.approx(loss_whole.item(), rel=1e-5)
+    assert not cnn.training
