@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from hptune.allocator import keep_freed_memory
 from hptune.config import TrainConfig
 from hptune.cudagraph import CapturedStep
 from hptune.data import Splits
@@ -69,6 +70,8 @@ def train_batched(
         raise ValueError(f"batched trials must share {', '.join(SHARED_FIELDS)}")
     first = configs[0]
     device = splits.train_x.device
+    if device.type == "cpu":
+        keep_freed_memory()
     groups = [
         {
             "params": list(model.parameters()),

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hptune.allocator import keep_freed_memory
 from hptune.config import TrainConfig
 from hptune.cudagraph import GRAPH_OPTIMIZERS, GraphedSteps, graph_options
 from hptune.data import Splits
@@ -170,6 +171,8 @@ def train(
         Diverged: the training or validation loss stopped being finite.
     """
     device = splits.train_x.device
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults for the same blocks every step
     if (
         CHANNELS_LAST
         and device.type == "cuda"

@@ -1,0 +1,39 @@
+"""glibc's malloc thresholds for processes that train on the CPU.
+
+PyTorch's CPU tensors come from malloc. By default glibc maps each block above a moving
+threshold (128 KiB, rising to the largest block freed, at most 32 MiB) with its own ``mmap`` and
+returns free memory at the heap's top to the system above twice that. A training loop frees
+and reallocates the same large blocks every step, so it keeps page-faulting fresh zeroed pages
+back in. ``keep_freed_memory`` serves blocks up to 32 MiB (glibc's upper limit) from the heap
+and keeps up to 1 GiB of freed heap for reuse; the process's resident size stays near its peak.
+
+Measured on 2 AMD EPYC Zen 5 cores (A's CNN in bf16, 12,800 Fashion-MNIST training and 6,000
+validation images, ``training.train`` for four epochs, two processes each way): ~93,000 page
+faults per epoch before, 88,000 of them in validation; none after the first epoch. Validation
+0.18-0.32 -> 0.10-0.13 s, epochs 3.45-3.93 -> 3.43-3.75 s. Where allocation sizes change more
+(two models alternating in one process, as in a benchmark), faults ran to 5,000 per CNN step
+and the steps took 1.2-1.4x as long.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+
+M_TRIM_THRESHOLD = -1  # mallopt's parameter numbers (malloc.h)
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 32 * 2**20  # the largest glibc accepts on 64-bit systems
+TRIM_THRESHOLD = 2**30
+
+_done = False
+
+
+def keep_freed_memory() -> bool:
+    """Set the thresholds once per process (glibc only); whether they are set."""
+    global _done
+    if not _done and platform.libc_ver()[0] == "glibc":
+        mallopt = ctypes.CDLL(None).mallopt
+        _done = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+            mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+        )
+    return _done
