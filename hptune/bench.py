@@ -44,6 +44,7 @@ from hptune import data
 from hptune.batched import train_batched
 from hptune.config import DataConfig, ModelConfig, StudyConfig, TrainConfig
 from hptune.models import build_model
+from hptune.study import resolve_device
 from hptune.training import (
     EpochReport,
     TrainResult,
@@ -328,9 +329,7 @@ def run(
     device: str, epochs: int, train_subset: int | None, models: list[str], members: int = 8
 ) -> dict[str, Any]:
     """All rows, the study throughput and batched trials, as the JSON ``--json`` writes."""
-    resolved = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else device)
-    if resolved.type == "auto":
-        resolved = torch.device("cpu")
+    resolved = resolve_device(device)
     results = [compare_model(name, resolved, epochs, train_subset) for name in models]
     return {
         "results": results,

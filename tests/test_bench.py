@@ -13,11 +13,14 @@ from hptune.config import TrainConfig
 from hptune.training import precision_name
 
 
-def test_benchmark_writes_the_documented_json(tmp_path: Path, fashion_mnist: Path) -> None:
+def test_benchmark_writes_the_documented_json(
+    tmp_path: Path, fashion_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "bench.json"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # --device auto: the CPU
     bench.main(
-        ["--device", "cpu", "--epochs", "2", "--train-subset", "1000", "--models", "mlp",
-         "--members", "3", "--json", str(out)]
+        ["--epochs", "2", "--train-subset", "1000", "--models", "mlp", "--members", "3",
+         "--json", str(out)]
     )  # fmt: skip
     report = json.loads(out.read_text())
     (row,) = report["results"]
