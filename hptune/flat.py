@@ -13,8 +13,10 @@ arithmetic. Two changes cut operations without changing the arithmetic:
   the arithmetic of ``torch.autocast`` for these models (each matmul on bf16-rounded weights
   and inputs, the loss in fp32, gradients cast to fp32 for an fp32 optimizer; B's MLP trains
   to the same accuracy bit for bit), with two casts per step instead of one per weight use and
-  its backward. Models with buffers (batch-norm statistics would update in the copy only) keep
-  autocast: ``FlatSteps.supports`` says which.
+  its backward. The training images are kept in bf16 too (a copy, half the size of the fp32
+  ones): B's MLP 3-4% faster per epoch, as each step gathers half the bytes and casts nothing.
+  Models with buffers (batch-norm statistics would update in the copy only) keep autocast:
+  ``FlatSteps.supports`` says which.
 
 Measured on 2 CPU cores (AMD EPYC Zen 5, real Fashion-MNIST, one process alternating epochs,
 ``python examples/cpu_probes.py``): B's MLP 0.485 -> 0.421 s/epoch in bf16 and 0.660 -> 0.625
@@ -95,7 +97,10 @@ class FlatSteps:
         assert self.supports(model), (
             "FlatSteps needs dense fp32 parameters on one device, no buffers"
         )
-        self.model, self.x, self.y, self.batch_size = model, x, y, batch_size
+        # The images once in the compute dtype: each step gathers half the bytes and casts
+        # nothing (the same numbers: rounding commutes with gathering).
+        self.x = x if dtype is None else x.to(dtype)
+        self.model, self.y, self.batch_size = model, y, batch_size
         self.dtype = dtype
         self.params = list(model.parameters())
         total = sum(p.numel() for p in self.params)
@@ -135,8 +140,6 @@ class FlatSteps:
 
     def _step(self, index: torch.Tensor) -> None:
         inputs, targets = self.x.index_select(0, index), self.y.index_select(0, index)
-        if self.dtype is not None:
-            inputs = inputs.to(self.dtype)
         if self.backprop is not None:  # overwrites every gradient: nothing to zero
             loss, logits = self.backprop.step(inputs, targets)
         else:
