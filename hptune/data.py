@@ -20,7 +20,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -65,10 +65,20 @@ class Splits:
     test_y: torch.Tensor
     classes: list[str]
     val_is_test: bool
+    _cast: dict[torch.dtype, torch.Tensor] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train_x.shape[1:])
+
+    def train_x_in(self, dtype: torch.dtype | None) -> torch.Tensor:
+        """The training images in ``dtype`` (``None``: as they are), cast once and kept: every
+        trial of a study trains on the same splits (~25 ms per cast of 60,000 images)."""
+        if dtype is None or dtype == self.train_x.dtype:
+            return self.train_x
+        if dtype not in self._cast:
+            self._cast[dtype] = self.train_x.to(dtype)
+        return self._cast[dtype]
 
 
 def cache_root() -> Path:

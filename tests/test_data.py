@@ -109,3 +109,12 @@ def test_real_fashion_mnist_from_the_debian_package(fashion_mnist: Path) -> None
     # Known statistics of Fashion-MNIST's training pixels in [0, 1].
     assert pixels.mean().item() == pytest.approx(0.2860, abs=1e-3)
     assert pixels.std().item() == pytest.approx(0.3530, abs=1e-3)
+
+
+def test_training_images_are_cast_once_per_splits(mnist_dir: Path) -> None:
+    splits = data.load(DataConfig(dataset="mnist", val_fraction=0.2), torch.device("cpu"))
+    assert splits.train_x_in(None) is splits.train_x
+    assert splits.train_x_in(torch.float32) is splits.train_x
+    bf16 = splits.train_x_in(torch.bfloat16)
+    assert bf16.dtype == torch.bfloat16 and torch.equal(bf16, splits.train_x.to(torch.bfloat16))
+    assert splits.train_x_in(torch.bfloat16) is bf16  # kept: the next trial casts nothing
