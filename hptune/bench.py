@@ -12,7 +12,9 @@ machine's speed hits both alike. Epoch times are medians of the epochs after the
 (warm-up); both are evaluated on the test set after every epoch (hptune's in its training
 precision, as its validation runs), and the accuracies in the table come from one fp32
 evaluation after the last epoch. Peak memory on CUDA is the largest allocation during one of
-hptune's epochs; on CPU the process's peak resident size.
+hptune's epochs; on CPU the process's peak resident size. On CPU, hptune's training sets
+glibc's malloc thresholds for the whole process (``hptune.allocator``), so the reference loop
+runs with them too: the ratio compares the training paths, not the allocators.
 
 Batched trials train ``--members`` MLPs as one stacked model (``hptune.batched``) and the same
 trials one after the other, and compare model-epochs per second.
