@@ -1,12 +1,12 @@
 """Several worker processes on one study (``workers: N``, ``hptune optimize --workers N``).
 
 A small model's step is mostly per-operation cost, which more threads on one step barely cut
-(B's MLP on 2 cores: 0.48 s per epoch on one thread, 0.37 on two), so ``N`` processes with
-``threads // N`` threads each, training ``N`` trials at once, get more done (experiment E on 2
-cores: 53 s, 45.5 s with two workers). The main process opens the study, its parent run and a
-table's queue (so workers never race to enqueue rows), then starts the workers and shows the study's
-progress from its storage; when they are done it records the best trial and evaluates its model
-on the test set, as a single process does.
+(B's MLP on 2 cores: 0.379 s per epoch on one thread, 0.370 on two, alternating in one
+process), so ``N`` processes with ``threads // N`` threads each, training ``N`` trials at once,
+get more done (experiment E on 2 cores: 55.2 s, 42.7 s with two workers). The main process
+opens the study, its parent run and a table's queue (so workers never race to enqueue rows),
+then starts the workers and shows the study's progress from its storage; when they are done it
+records the best trial and evaluates its model on the test set, as a single process does.
 
 Each worker runs its share of ``n_trials`` (of a table: of its queued rows) through
 ``hptune.study.work``, with its own sampler seed. Ctrl-C or SIGTERM reach the main process,
