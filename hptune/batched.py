@@ -29,13 +29,13 @@ from hptune.cudagraph import CapturedStep
 from hptune.data import Splits
 from hptune.registry import lookup
 from hptune.training import (
-    EVAL_BATCH_SIZE,
     OPTIMIZERS,
     SCHEDULERS,
     EpochReport,
     TrainResult,
     compute_dtype,
     epoch_report,
+    eval_batch_size,
     optimizer_options,
     uses_cuda_graphs,
     weight_layers,
@@ -221,10 +221,11 @@ def _evaluate(
     params = {name: p.detach() for name, p in stacked.parameters(active).items()}
     loss_sum = torch.zeros(len(active), device=x.device)
     predictions = []
-    for start in range(0, len(x), EVAL_BATCH_SIZE):
+    size = eval_batch_size(stacked.models[0], x, dtype, members=len(active))
+    for start in range(0, len(x), size):
         with torch.autocast(x.device.type, dtype, enabled=dtype is not None):
-            logits = stacked.forward(params, x[start : start + EVAL_BATCH_SIZE], shared=True)
-        targets = y[start : start + EVAL_BATCH_SIZE]
+            logits = stacked.forward(params, x[start : start + size], shared=True)
+        targets = y[start : start + size]
         losses = F.cross_entropy(
             logits.float().flatten(0, 1), targets.repeat(len(active)), reduction="none"
         )

@@ -60,9 +60,10 @@ SCHEDULERS: dict[str, SchedulerFactory] = {
 
 EVAL_BATCH_SIZE = 2048
 # On the CPU, evaluation batches are cut so each layer's output stays under this many bytes (in
-# fp32; half that under bf16): glibc keeps freed blocks below 32 MiB for reuse, while it maps
-# each bigger one afresh and page-faults it in. A's CNN validated 10,000 images in 2.15 s at
-# 2,048 per batch (1.2 million page faults) and in 1.38 s at 256 (none).
+# fp32; half that under bf16): glibc serves blocks up to 32 MiB from memory it keeps
+# (hptune.allocator), while it maps each bigger one afresh and page-faults it in. A's CNN
+# validated 10,000 images in 2.15 s at 2,048 per batch (1.2 million page faults) and in 1.38 s
+# at 256 (none).
 EVAL_CPU_BYTES = 32 * 2**20
 # CPU optimizers with a fused kernel (one pass per parameter instead of one op per term): per
 # step for B's MLP on 2 cores, Adam 242 -> 89 us, AdamW 253 -> 88, Adagrad 167 -> 70, SGD with
@@ -341,7 +342,7 @@ def evaluate(
     training computes in), the loss in fp32.
     """
     model.eval()
-    model = fast_max_pool(model)  # the same numbers (CPU max-pooling in channels-last)
+    model = fast_max_pool(model).eval()  # the same numbers (CPU max-pooling in channels-last)
     if batch_size is None:
         batch_size = eval_batch_size(model, x, dtype)
     loss_sum = torch.zeros((), device=x.device)
@@ -355,10 +356,13 @@ def evaluate(
 
 
 @torch.no_grad()
-def eval_batch_size(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None = None) -> int:
+def eval_batch_size(
+    model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None = None, members: int = 1
+) -> int:
     """``EVAL_BATCH_SIZE``, or on the CPU as many samples as keep every layer's output under
     ``EVAL_CPU_BYTES`` in fp32, found by a forward pass of one sample (under autocast to
-    ``dtype``, as ``evaluate`` computes): B's MLP keeps 2,048, A's CNN gets 227."""
+    ``dtype``, as ``evaluate`` computes): B's MLP keeps 2,048, A's CNN gets 227. ``members``
+    models evaluated as one stacked model (``hptune.batched``) share the bound."""
     if x.device.type != "cpu":
         return EVAL_BATCH_SIZE
     largest = 0
@@ -369,10 +373,13 @@ def eval_batch_size(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None
             largest = max(largest, output[0].numel() * 4)
 
     hooks = [module.register_forward_hook(measure) for module in model.modules()]
+    mode = model.training
+    model.eval()  # (in training mode, dropout would draw random numbers)
     try:
         with torch.autocast(x.device.type, dtype, enabled=dtype is not None):
             model(x[:1])
     finally:
+        model.train(mode)
         for hook in hooks:
             hook.remove()
-    return max(1, min(EVAL_BATCH_SIZE, EVAL_CPU_BYTES // max(largest, 1)))
+    return max(1, min(EVAL_BATCH_SIZE, EVAL_CPU_BYTES // (max(largest, 1) * members)))

@@ -26,11 +26,21 @@ def splits(mnist_dir: Path) -> data.Splits:
     return data.load(DataConfig(dataset="mnist", val_fraction=0.2), CPU)
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd_momentum", "rmsprop"])
+@pytest.mark.parametrize(
+    ("optimizer", "shape"),
+    [
+        ("adam", ModelConfig(hidden_sizes=[32, 16])),
+        ("sgd_momentum", ModelConfig(hidden_sizes=[32, 16])),
+        ("rmsprop", ModelConfig(hidden_sizes=[32, 16])),
+        # Experiment D's CNN (no dropout, whose masks would differ): alone, its max-pooling
+        # runs in channels-last (hptune.pooling); batched, as nn.MaxPool2d under vmap.
+        ("adam", ModelConfig(family="convnet", filters=8, neurons=16)),
+    ],
+    ids=["adam", "sgd_momentum", "rmsprop", "convnet-adam"],
+)
 def test_a_batched_member_matches_the_same_trial_run_alone(
-    splits: data.Splits, optimizer: str
+    splits: data.Splits, optimizer: str, shape: ModelConfig
 ) -> None:
-    shape = ModelConfig(hidden_sizes=[32, 16])
     configs = [
         TrainConfig(
             epochs=3,

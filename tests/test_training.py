@@ -201,7 +201,13 @@ def test_cpu_evaluation_batches_keep_each_layer_output_small(mnist_dir: Path) ->
     mlp = build_model(ModelConfig(hidden_sizes=[256, 128]), splits.input_shape, 10)
     # The CNN's largest output: 64 channels of 24 x 24 per image, 4 bytes each in fp32.
     assert eval_batch_size(cnn, splits.val_x) == EVAL_CPU_BYTES // (64 * 24 * 24 * 4) == 227
+    assert eval_batch_size(cnn, splits.val_x, members=4) == 227 // 4  # stacked: one bound
     assert eval_batch_size(mlp, splits.val_x) == EVAL_BATCH_SIZE
+    # The probe changes nothing: the model's mode, and no dropout mask is drawn.
+    assert cnn.training
+    state = torch.get_rng_state()
+    eval_batch_size(cnn, splits.val_x)
+    assert cnn.training and torch.equal(torch.get_rng_state(), state)
     # The batch size changes nothing but the speed: the same predictions, the same loss up to
     # the order of summation.
     x, y = splits.train_x.repeat(2, 1, 1, 1), splits.train_y.repeat(2)  # 320: two batches
