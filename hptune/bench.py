@@ -46,12 +46,12 @@ from hptune import data
 from hptune.batched import train_batched
 from hptune.config import DataConfig, ModelConfig, StudyConfig, TrainConfig
 from hptune.models import build_model
-from hptune.study import resolve_device
 from hptune.training import (
     EpochReport,
     TrainResult,
     evaluate,
     precision_name,
+    resolve_device,
     train,
     uses_cuda_graphs,
 )

@@ -65,7 +65,9 @@ class Splits:
     test_y: torch.Tensor
     classes: list[str]
     val_is_test: bool
-    _cast: dict[torch.dtype, torch.Tensor] = field(default_factory=dict, compare=False, repr=False)
+    _cast: dict[torch.dtype, torch.Tensor] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     @property
     def input_shape(self) -> tuple[int, ...]:

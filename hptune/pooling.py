@@ -77,9 +77,6 @@ class ChannelsLastMaxPool2d(nn.Module):
             ).contiguous()
         return _ChannelsLastMaxPool.apply(x, *self.window)
 
-    def extra_repr(self) -> str:
-        return repr(self.pool)
-
 
 def plain_max_pool(layer: nn.Module) -> TypeGuard[nn.MaxPool2d]:
     """An ``nn.MaxPool2d`` (exactly) returning no indices: what ``ChannelsLastMaxPool2d`` takes."""

@@ -25,7 +25,7 @@ from hptune.attrs import (
     RUN_ID_ATTR,
 )
 from hptune.config import Choice, StudyConfig, TrainConfig
-from hptune.errors import HptuneError, StudyConflictError
+from hptune.errors import StudyConflictError
 from hptune.metrics import classification_details, curve_summary, fit_diagnosis
 from hptune.models import build_model
 from hptune.plots import gallery_figure
@@ -39,6 +39,7 @@ from hptune.training import (
     TrainResult,
     evaluate,
     precision_name,
+    resolve_device,
     seed_everything,
     train,
 )
@@ -73,18 +74,6 @@ class StudyResult:
     @property
     def completed(self) -> list[optuna.trial.FrozenTrial]:
         return self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is a user error."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise HptuneError(
-            "train.device=cuda but no CUDA device is available (torch.cuda.is_available() is "
-            "False); use --device cpu or auto"
-        )
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def trial_seed(config: TrainConfig, number: int) -> int:

@@ -22,6 +22,7 @@ from hptune.allocator import keep_freed_memory
 from hptune.config import TrainConfig
 from hptune.cudagraph import GRAPH_OPTIMIZERS, GraphedSteps, graph_options
 from hptune.data import Splits
+from hptune.errors import HptuneError
 from hptune.flat import FlatSteps
 from hptune.metrics import macro_scores
 from hptune.pooling import fast_max_pool
@@ -72,6 +73,18 @@ CPU_FUSED_OPTIMIZERS = frozenset({"sgd_momentum", "adam", "adamw", "adagrad"})
 # NHWC convolutions on CUDA: A's CNN epoch 0.583 -> 0.560 s on an H100 (graphed, batch 64;
 # examples/gpu_probes.py). On CPU no reliable gain (examples/cpu_probes.py --channels-last).
 CHANNELS_LAST = True
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is a user error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise HptuneError(
+            "train.device=cuda but no CUDA device is available (torch.cuda.is_available() is "
+            "False); use --device cpu or auto"
+        )
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
 
 
 class Diverged(Exception):
@@ -198,6 +211,7 @@ def train(
     scheduler = lookup(SCHEDULERS, config.scheduler, "scheduler")(optimizer, config.epochs)
     generator = torch.Generator(device=device).manual_seed(seed)
     val_labels = splits.val_y.cpu().numpy()  # host copy once, for macro scores each epoch
+    eval_size = eval_batch_size(model, splits.val_x, dtype)
     layers = weight_layers(model)
     history = []
     predictions = np.empty(0, dtype=np.int64)
@@ -212,7 +226,9 @@ def train(
                 train_loss, train_correct = train_epoch(
                     model, optimizer, x, y, batch_size, order, dtype
                 )
-            val_loss, val_predictions = evaluate(model, splits.val_x, splits.val_y, dtype=dtype)
+            val_loss, val_predictions = evaluate(
+                model, splits.val_x, splits.val_y, eval_size, dtype
+            )
             report, predictions = epoch_report(
                 epoch,
                 splits,
