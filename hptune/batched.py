@@ -12,9 +12,11 @@ when a member leaves. Plain torch: no Optuna, no MLflow here.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -60,9 +62,12 @@ def train_batched(
     configs: Sequence[TrainConfig],
     seeds: Sequence[int],
     on_epoch: MemberCallback | None = None,
+    epoch_scope: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
 ) -> list[TrainResult | BaseException]:
     """Train same-architecture ``models`` together; return each one's result or the exception
     that ended it (``Diverged``, or whatever ``on_epoch(member, report)`` raised to stop it).
+    Each epoch's ``on_epoch`` calls run inside one ``epoch_scope()`` (``hptune.batchrun``: one
+    storage snapshot for all of an epoch's pruning decisions).
 
     Interrupts (``KeyboardInterrupt``) are not caught.
     """
@@ -103,23 +108,24 @@ def train_batched(
         val_losses, val_predictions = _evaluate(
             stacked, splits.val_x, splits.val_y, active, steps.dtype
         )
-        for slot, k in enumerate(active):
-            try:
-                outcome = (losses[slot], correct[slot], val_losses[slot], val_predictions[slot])
-                report, predictions[k] = epoch_report(
-                    epoch,
-                    splits,
-                    val_labels,
-                    optimizer.param_groups[k]["lr"],
-                    started,
-                    outcome,
-                    layers[k],
-                )
-                histories[k].append(report)
-                if on_epoch is not None:
-                    on_epoch(k, report)
-            except Exception as stop:  # pruned or diverged: this member leaves the batch
-                outcomes[k] = stop
+        with epoch_scope():
+            for slot, k in enumerate(active):
+                try:
+                    outcome = (losses[slot], correct[slot], val_losses[slot], val_predictions[slot])
+                    report, predictions[k] = epoch_report(
+                        epoch,
+                        splits,
+                        val_labels,
+                        optimizer.param_groups[k]["lr"],
+                        started,
+                        outcome,
+                        layers[k],
+                    )
+                    histories[k].append(report)
+                    if on_epoch is not None:
+                        on_epoch(k, report)
+                except Exception as stop:  # pruned or diverged: this member leaves the batch
+                    outcomes[k] = stop
         if scheduler is not None:
             scheduler.step()
     return [

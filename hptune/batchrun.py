@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 from hptune.batched import SHARED_FIELDS, train_batched
 from hptune.config import Choice, StudyConfig
+from hptune.storage import trials_snapshot
 from hptune.study import TRIAL_FAILURES, Objective, Running, best_value
 
 
@@ -95,17 +96,19 @@ class _Batch:
             [member.config.train for member in group],
             [member.seed for member in group],
             lambda k, report: objective.report(group[k], report),
+            lambda: trials_snapshot(self.study),
         )
         unexpected: BaseException | None = None
-        for member, model, result in zip(group, models, results, strict=True):
-            if isinstance(result, BaseException):
-                objective.record_error(member, result)
-                pruned = isinstance(result, optuna.TrialPruned)
-                self._tell(member, TrialState.PRUNED if pruned else TrialState.FAIL)
-                if not pruned and not isinstance(result, TRIAL_FAILURES):
-                    unexpected = unexpected or result
-            else:
-                self._tell(member, objective.complete(member, model, result))
+        with trials_snapshot(self.study):  # the samplers' after-trial reads: once, not per tell
+            for member, model, result in zip(group, models, results, strict=True):
+                if isinstance(result, BaseException):
+                    objective.record_error(member, result)
+                    pruned = isinstance(result, optuna.TrialPruned)
+                    self._tell(member, TrialState.PRUNED if pruned else TrialState.FAIL)
+                    if not pruned and not isinstance(result, TRIAL_FAILURES):
+                        unexpected = unexpected or result
+                else:
+                    self._tell(member, objective.complete(member, model, result))
         if unexpected is not None:
             raise unexpected  # as study.optimize does with an error that is not a result
 

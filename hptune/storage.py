@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 from filelock import FileLock
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._cached_storage import _CachedStorage  # what Optuna wraps RDB storages in
 from optuna.trial import TrialState
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
@@ -92,8 +94,65 @@ class _SQLiteStorage(RDBStorage):
             return super().set_trial_state_values(trial_id, state, values)
 
 
+class TrialCache(_CachedStorage):
+    """The trial cache Optuna puts in front of any RDB storage, with ``snapshot``.
+
+    Optuna's cache keeps finished trials, but every bulk read (``study.get_trials``; each ask,
+    each sampler and pruner call) reads every unfinished trial from the database again, with
+    its params, attributes and reported values. With ``batch_trials: K``, K members are
+    unfinished together and each of the K pruning decisions after an epoch reads all of them:
+    K^2 trial reads per epoch (64 members: 4,096). Inside ``snapshot()``, the first bulk read of
+    a study refreshes the cache and later ones reuse it, so the decisions of one epoch read the
+    members once. They then see the study as it was at that first read (plus each member's own
+    latest values, which ``Trial.should_prune`` reads directly); trials that other processes
+    finish meanwhile count from the next epoch on, as with any concurrent trial.
+    """
+
+    def __init__(self, backend: RDBStorage) -> None:
+        super().__init__(backend)
+        self._snapshot = threading.local()  # .studies: the ids read in this thread's snapshot
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Read each study's trials at most once in this block (in this thread)."""
+        self._snapshot.studies = set()
+        try:
+            yield
+        finally:
+            self._snapshot.studies = None
+
+    def _read_trials_from_remote_storage(self, study_id: int) -> None:
+        studies: set[int] | None = getattr(self._snapshot, "studies", None)
+        if studies is not None and study_id in studies:
+            return
+        super()._read_trials_from_remote_storage(study_id)
+        if studies is not None:
+            studies.add(study_id)
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        del state["_snapshot"]
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._snapshot = threading.local()
+
+
+@contextlib.contextmanager
+def trials_snapshot(study: optuna.Study) -> Iterator[None]:
+    """``TrialCache.snapshot`` of the study's storage (nothing for other storages)."""
+    storage = study._storage  # no public accessor
+    if isinstance(storage, TrialCache):
+        with storage.snapshot():
+            yield
+    else:
+        yield
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """Open (creating if needed) an RDB storage with heartbeats and stale-trial retry."""
+    """Open (creating if needed) an RDB storage with heartbeats and stale-trial retry, behind
+    Optuna's trial cache (``TrialCache``)."""
     path = sqlite_file(url)
     with warnings.catch_warnings():
         # Heartbeats have been "experimental" since Optuna 2.8; they are what resume relies on.
@@ -104,10 +163,10 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
         }
         if path is None:
-            return RDBStorage(url, **options)  # database servers lock the trial's row
+            return TrialCache(RDBStorage(url, **options))  # servers lock the trial's row
         path.parent.mkdir(parents=True, exist_ok=True)
         use_wal(url)
-        return _SQLiteStorage(url, path, **options)
+        return TrialCache(_SQLiteStorage(url, path, **options))
 
 
 def redact(url: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from pathlib import Path
@@ -179,3 +180,73 @@ def test_table_rows_that_share_a_model_are_enqueued_side_by_side(tmp_path: Path)
     assert [(row["width"], row["lr"]) for row in grouped] == [
         (16, 0.03), (16, 0.01), (16, 0.003), (24, 0.03), (24, 0.01), (24, 0.003),
     ]  # fmt: skip
+
+
+MEDIAN = """name: median
+n_trials: 8
+data: {dataset: mnist, val_fraction: 0.2}
+model: {width: 16, depth: 1}
+train: {epochs: 3, batch_size: 32, precision: fp32}
+pruner: {name: median, options: {n_startup_trials: 2, n_warmup_steps: 0}}
+sampler: {name: grid}
+search_space:
+  lr: {type: categorical, choices: [1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 0.0003]}
+batch_trials: 4
+"""
+
+
+def test_one_storage_read_per_epoch_gives_the_same_pruning_decisions(
+    tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The second batch's members are pruned against the first batch's median, read once per
+    # epoch (a snapshot), not once per member: the same trials end the same way, in fewer reads.
+    from hptune import batchrun
+
+    reads = 0
+    read = optuna.storages.RDBStorage._get_trials
+
+    def counted(self: optuna.storages.RDBStorage, *args: object, **kwargs: object) -> list:
+        nonlocal reads
+        reads += 1
+        return read(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "_get_trials", counted)
+
+    def outcomes(name: str) -> tuple[list[tuple], int]:
+        nonlocal reads
+        reads = 0
+        text = MEDIAN.replace("name: median\n", f"name: {name}\n", 1)
+        result = study.optimize(small_study(tmp_path, text))
+        trials = [(t.params, t.state, t.value, t.intermediate_values) for t in result.study.trials]
+        return trials, reads
+
+    snapshot, snapshot_reads = outcomes("snapshot")
+    monkeypatch.setattr(batchrun, "trials_snapshot", lambda _study: contextlib.nullcontext())
+    every_time, every_time_reads = outcomes("every_time")
+    assert snapshot == every_time
+    states = [state for _, state, _, _ in snapshot[4:]]
+    assert TrialState.PRUNED in states and TrialState.COMPLETE in states  # decisions were made
+    assert snapshot_reads < every_time_reads - 10
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # asked outside Study.optimize
+def test_a_snapshot_reads_the_trials_once_and_later_reads_see_other_writers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    mine = optuna.create_study(study_name="s", storage=storage.open_storage(url))
+    other = optuna.load_study(study_name="s", storage=storage.open_storage(url))  # a 2nd process
+    mine.ask()
+    backend = mine._storage._backend  # type: ignore[attr-defined]
+    reads: list[object] = []
+    read = backend._get_trials
+    monkeypatch.setattr(backend, "_get_trials", lambda *a, **k: reads.append(a) or read(*a, **k))
+    with storage.trials_snapshot(mine):
+        assert [t.state for t in mine.get_trials()] == [TrialState.RUNNING]
+        other.tell(0, 0.5)
+        # Read once: the snapshot still shows the trial as it was at its first read.
+        assert [t.state for t in mine.get_trials()] == [TrialState.RUNNING]
+        assert len(reads) == 1
+    # The next read after it sees the other writer's change.
+    assert [t.state for t in mine.get_trials()] == [TrialState.COMPLETE]
+    assert len(reads) == 2
