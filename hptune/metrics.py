@@ -1,4 +1,11 @@
-"""Classification metrics from predictions, computed by scikit-learn (not by hand)."""
+"""Classification metrics from predictions: scikit-learn's, except the per-epoch macro scores.
+
+``macro_scores`` runs after every epoch of every trial (for each member of a batch), where
+``precision_recall_fscore_support`` takes ~2.1 ms on 6,000 labels, mostly input checks: 2.4%
+of a graphed MLP epoch on an H100, 0.13 s per epoch of 64 batched members. It uses
+scikit-learn's formulas on a ``np.bincount`` confusion matrix instead (~0.03 ms); a test
+compares it with scikit-learn's. Once-per-trial details stay scikit-learn's.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +18,22 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 def macro_scores(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> dict[str, float]:
     """Unweighted means over all ``n_classes`` of per-class precision, recall and F1 (a class
-    never predicted counts 0), as ``val/precision_macro``, ``val/recall_macro``, ``val/f1_macro``.
+    never predicted or never present counts 0), as ``val/precision_macro``,
+    ``val/recall_macro``, ``val/f1_macro``: ``precision_recall_fscore_support(...,
+    average="macro", zero_division=0)``'s numbers.
     """
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        labels, predictions, labels=range(n_classes), average="macro", zero_division=0
-    )
-    return {
-        "val/f1_macro": float(f1),
-        "val/precision_macro": float(precision),
-        "val/recall_macro": float(recall),
+    counts = np.bincount(labels * n_classes + predictions, minlength=n_classes**2)
+    counts = counts.reshape(n_classes, n_classes)  # rows: true class
+    hits = np.diag(counts).astype(np.float64)
+    predicted, actual = counts.sum(axis=0), counts.sum(axis=1)
+
+    def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+        return np.divide(numerator, denominator, out=np.zeros(n_classes), where=denominator > 0)
+
+    return {  # F1 as scikit-learn computes it: 2 tp / (true + predicted)
+        "val/f1_macro": float(ratio(2 * hits, actual + predicted).mean()),
+        "val/precision_macro": float(ratio(hits, predicted).mean()),
+        "val/recall_macro": float(ratio(hits, actual).mean()),
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import precision_recall_fscore_support
 
 from hptune.metrics import fit_diagnosis, macro_scores
 
@@ -53,3 +54,21 @@ def test_macro_scores_count_a_never_predicted_class_as_zero() -> None:
     # Class 2 is never predicted: precision 0 and recall 0 pull the means down.
     assert scores["val/recall_macro"] == pytest.approx((1 + 1 + 0) / 3)
     assert scores["val/precision_macro"] == pytest.approx((1 + 2 / 3 + 0) / 3)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_macro_scores_are_scikit_learns(seed: int) -> None:
+    # Random labels and predictions over 10 classes, some classes missing from one or both.
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    present = rng.choice(10, size=int(rng.integers(1, 11)), replace=False)
+    labels = rng.choice(present, n)
+    noisy = rng.random(n) < rng.random()
+    predictions = np.where(noisy, rng.choice(present[: max(1, len(present) // 2)], n), labels)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, predictions, labels=range(10), average="macro", zero_division=0
+    )
+    scores = macro_scores(labels, predictions, 10)
+    assert scores["val/precision_macro"] == pytest.approx(precision, rel=1e-12, abs=1e-15)
+    assert scores["val/recall_macro"] == pytest.approx(recall, rel=1e-12, abs=1e-15)
+    assert scores["val/f1_macro"] == pytest.approx(f1, rel=1e-12, abs=1e-15)
