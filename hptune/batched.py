@@ -36,8 +36,9 @@ from hptune.training import (
     EpochReport,
     TrainResult,
     compute_dtype,
-    epoch_report,
     eval_batch_size,
+    host_report,
+    members_gradient_stats,
     optimizer_options,
     uses_cuda_graphs,
     weight_layers,
@@ -108,18 +109,24 @@ def train_batched(
         val_losses, val_predictions = _evaluate(
             stacked, splits.val_x, splits.val_y, active, steps.dtype
         )
+        # Every member's numbers in one host sync, as training.epoch_report does for one model.
+        gradients = members_gradient_stats([layers[k] for k in active])
+        val_correct = (val_predictions == splits.val_y).sum(dim=1)
+        numbers = torch.stack([losses, correct, val_losses, val_correct, *gradients.values()], 1)
+        rows, host_predictions = numbers.tolist(), val_predictions.cpu().numpy()
         with epoch_scope():
             for slot, k in enumerate(active):
                 try:
-                    outcome = (losses[slot], correct[slot], val_losses[slot], val_predictions[slot])
-                    report, predictions[k] = epoch_report(
+                    predictions[k] = host_predictions[slot]
+                    report = host_report(
                         epoch,
                         splits,
                         val_labels,
                         optimizer.param_groups[k]["lr"],
                         started,
-                        outcome,
-                        layers[k],
+                        rows[slot],
+                        list(gradients),
+                        predictions[k],
                     )
                     histories[k].append(report)
                     if on_epoch is not None:

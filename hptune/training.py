@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -269,11 +269,32 @@ def epoch_report(
     gradients = gradient_stats(layers)
     # The one host sync of the epoch (the predictions come along for macro-F1).
     numbers = torch.stack([train_loss, train_correct, val_loss, val_correct, *gradients.values()])
-    values = numbers.tolist()
     predictions = val_predictions.cpu().numpy()
+    report = host_report(
+        epoch, splits, val_labels, lr, started, numbers.tolist(), list(gradients), predictions
+    )
+    return report, predictions
+
+
+def host_report(
+    epoch: int,
+    splits: Splits,
+    val_labels: np.ndarray,
+    lr: float,
+    started: float,
+    values: list[float],
+    gradient_names: list[str],
+    predictions: np.ndarray,
+) -> EpochReport:
+    """The report from numbers on the host: train loss, train correct, val loss, val correct,
+    then the gradient statistics named ``gradient_names``.
+
+    Raises:
+        Diverged: the training or validation loss is not finite.
+    """
     if not (math.isfinite(values[0]) and math.isfinite(values[2])):
         raise Diverged(f"loss is not finite at epoch {epoch} (train {values[0]}, val {values[2]})")
-    report = EpochReport(
+    return EpochReport(
         epoch,
         {
             "train/loss": values[0],
@@ -283,10 +304,9 @@ def epoch_report(
             **macro_scores(val_labels, predictions, len(splits.classes)),
             "lr": lr,
             "time/epoch_s": time.perf_counter() - started,
-            **dict(zip(gradients, values[4:], strict=True)),
+            **dict(zip(gradient_names, values[4:], strict=True)),
         },
     )
-    return report, predictions
 
 
 def weight_layers(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -306,14 +326,29 @@ def gradient_stats(layers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     Per layer: mean |grad|, std, and % of exactly-zero entries (experiment B's dead-neuron
     indicator for relu-family activations). Device tensors: read with the epoch's one sync.
     """
+    grads = {name: w.grad.detach()[None] for name, w in layers.items() if w.grad is not None}
+    return {name: value[0] for name, value in _grad_stats(grads).items()}
+
+
+def members_gradient_stats(layers: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """``gradient_stats`` of several same-architecture models at once: one tensor per
+    statistic, one value per model (batched trials: a few operations, not a few per member)."""
+    names = [name for name, weight in layers[0].items() if weight.grad is not None]
+    grads = {
+        name: torch.stack([member[name].grad.detach() for member in layers])  # type: ignore[union-attr]
+        for name in names
+    }
+    return _grad_stats(grads)
+
+
+def _grad_stats(grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per layer and along the first dimension (models): mean |grad|, std, % zero."""
     stats: dict[str, torch.Tensor] = {}
-    for name, weight in layers.items():
-        if weight.grad is None:
-            continue
-        grad = weight.grad.detach()
-        stats[f"grad/{name}/mean_abs"] = grad.abs().mean()
-        stats[f"grad/{name}/std"] = grad.std()
-        stats[f"grad/{name}/zero_pct"] = (grad == 0).float().mean() * 100
+    for name, grad in grads.items():
+        flat = grad.flatten(1)
+        stats[f"grad/{name}/mean_abs"] = flat.abs().mean(dim=1)
+        stats[f"grad/{name}/std"] = flat.std(dim=1)
+        stats[f"grad/{name}/zero_pct"] = (flat == 0).float().mean(dim=1) * 100
     return stats
 
 

@@ -11,7 +11,16 @@ from hptune import data
 from hptune.batched import can_batch, train_batched
 from hptune.config import DataConfig, ModelConfig, TrainConfig
 from hptune.models import build_model
-from hptune.training import Diverged, EpochReport, TrainResult, seed_everything, train
+from hptune.training import (
+    Diverged,
+    EpochReport,
+    TrainResult,
+    gradient_stats,
+    members_gradient_stats,
+    seed_everything,
+    train,
+    weight_layers,
+)
 
 CPU = torch.device("cpu")
 
@@ -126,3 +135,29 @@ def test_bf16_members_train_like_bf16_trials_alone(fashion_mnist: Path) -> None:
         # ... and the member learned what the trial alone learned, within bf16 rounding.
         assert mine["train/loss"] == pytest.approx(reference["train/loss"], rel=0.05)
         assert mine["val/accuracy"] == pytest.approx(reference["val/accuracy"], abs=0.02)
+
+
+def test_members_gradient_stats_are_each_models_own() -> None:
+    # One stacked computation for the batch gives what each model's own statistics give.
+    models = [build_model(ModelConfig(width=8, depth=2), (1, 28, 28), 10) for _ in range(3)]
+    layers = [weight_layers(model) for model in models]
+    for k, model in enumerate(models):
+        for p in model.parameters():
+            p.grad = torch.randn_like(p) * (k + 1)
+            p.grad[p.grad.abs() < 0.5] = 0  # some exact zeros, a different share per model
+    together = members_gradient_stats(layers)
+    for k, member in enumerate(layers):
+        alone = gradient_stats(member)
+        assert alone.keys() == together.keys() and len(alone) == 9
+        for name, weight in member.items():
+            grad = weight.grad
+            assert grad is not None
+            expected = {
+                "mean_abs": grad.abs().mean(),
+                "std": grad.std(),
+                "zero_pct": (grad == 0).float().mean() * 100,
+            }
+            for stat, value in expected.items():
+                key = f"grad/{name}/{stat}"
+                assert together[key][k].item() == pytest.approx(value.item(), rel=1e-6), key
+                assert alone[key].item() == pytest.approx(value.item(), rel=1e-6), key
