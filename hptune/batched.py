@@ -114,6 +114,7 @@ def train_batched(
         val_correct = (val_predictions == splits.val_y).sum(dim=1)
         numbers = torch.stack([losses, correct, val_losses, val_correct, *gradients.values()], 1)
         rows, host_predictions = numbers.tolist(), val_predictions.cpu().numpy()
+        seconds = time.perf_counter() - started  # the batch's epoch, not the members' logging
         with epoch_scope():
             for slot, k in enumerate(active):
                 try:
@@ -123,7 +124,7 @@ def train_batched(
                         splits,
                         val_labels,
                         optimizer.param_groups[k]["lr"],
-                        started,
+                        seconds,
                         rows[slot],
                         list(gradients),
                         predictions[k],

@@ -269,9 +269,10 @@ def epoch_report(
     gradients = gradient_stats(layers)
     # The one host sync of the epoch (the predictions come along for macro-F1).
     numbers = torch.stack([train_loss, train_correct, val_loss, val_correct, *gradients.values()])
-    predictions = val_predictions.cpu().numpy()
+    values, predictions = numbers.tolist(), val_predictions.cpu().numpy()
+    seconds = time.perf_counter() - started
     report = host_report(
-        epoch, splits, val_labels, lr, started, numbers.tolist(), list(gradients), predictions
+        epoch, splits, val_labels, lr, seconds, values, list(gradients), predictions
     )
     return report, predictions
 
@@ -281,13 +282,13 @@ def host_report(
     splits: Splits,
     val_labels: np.ndarray,
     lr: float,
-    started: float,
+    seconds: float,
     values: list[float],
     gradient_names: list[str],
     predictions: np.ndarray,
 ) -> EpochReport:
     """The report from numbers on the host: train loss, train correct, val loss, val correct,
-    then the gradient statistics named ``gradient_names``.
+    then the gradient statistics named ``gradient_names``; ``seconds`` the epoch took.
 
     Raises:
         Diverged: the training or validation loss is not finite.
@@ -303,7 +304,7 @@ def host_report(
             "val/accuracy": values[3] / len(splits.val_y),
             **macro_scores(val_labels, predictions, len(splits.classes)),
             "lr": lr,
-            "time/epoch_s": time.perf_counter() - started,
+            "time/epoch_s": seconds,
             **dict(zip(gradient_names, values[4:], strict=True)),
         },
     )
