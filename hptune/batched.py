@@ -111,6 +111,7 @@ def train_batched(
         )
         # Every member's numbers in one host sync, as training.epoch_report does for one model.
         gradients = members_gradient_stats([layers[k] for k in active])
+        gradient_names = list(gradients)
         val_correct = (val_predictions == splits.val_y).sum(dim=1)
         numbers = torch.stack([losses, correct, val_losses, val_correct, *gradients.values()], 1)
         rows, host_predictions = numbers.tolist(), val_predictions.cpu().numpy()
@@ -126,7 +127,7 @@ def train_batched(
                         optimizer.param_groups[k]["lr"],
                         seconds,
                         rows[slot],
-                        list(gradients),
+                        gradient_names,
                         predictions[k],
                     )
                     histories[k].append(report)
