@@ -18,10 +18,11 @@ database, so each queued trial goes to exactly one process (workers, or separate
 from __future__ import annotations
 
 import contextlib
+import copy
 import sqlite3
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import optuna
 from filelock import FileLock
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._cached_storage import _CachedStorage  # what Optuna wraps RDB storages in
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 
@@ -106,6 +107,10 @@ class TrialCache(_CachedStorage):
     members once. They then see the study as it was at that first read (plus each member's own
     latest values, which ``Trial.should_prune`` reads directly); trials that other processes
     finish meanwhile count from the next epoch on, as with any concurrent trial.
+
+    An ask first looks for queued trials (``states=(WAITING,)``): that reads the queued trials
+    only, not every unfinished one, which made K asks in a row read the running members K times
+    over. What it reads joins the cache as unfinished, so the next bulk read refreshes it.
     """
 
     def __init__(self, backend: RDBStorage) -> None:
@@ -120,6 +125,21 @@ class TrialCache(_CachedStorage):
             yield
         finally:
             self._snapshot.studies = None
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        if states != (TrialState.WAITING,) or study_id not in self._studies:
+            return super().get_all_trials(study_id, deepcopy, states)
+        # What Study.ask looks for first: the queued trials, read fresh, and no other.
+        queued = self._backend.get_all_trials(study_id, deepcopy=False, states=states)
+        with self._lock:
+            self._add_trials_to_cache(study_id, queued)  # the ask then sets params through it
+            self._studies[study_id].unfinished_trial_ids.update(t._trial_id for t in queued)
+        return copy.deepcopy(queued) if deepcopy else queued
 
     def _read_trials_from_remote_storage(self, study_id: int) -> None:
         studies: set[int] | None = getattr(self._snapshot, "studies", None)

@@ -250,3 +250,43 @@ def test_a_snapshot_reads_the_trials_once_and_later_reads_see_other_writers(
     # The next read after it sees the other writer's change.
     assert [t.state for t in mine.get_trials()] == [TrialState.COMPLETE]
     assert len(reads) == 2
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # asked outside Study.optimize
+def test_an_ask_reads_the_queued_trials_and_no_running_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    mine = optuna.create_study(study_name="s", storage=storage.open_storage(url))
+    other = optuna.load_study(study_name="s", storage=storage.open_storage(url))  # a 2nd process
+    for x in (0.1, 0.2):
+        mine.enqueue_trial({"x": x})
+    first = mine.ask()
+    first.suggest_float("x", 0, 1)
+    mine.tell(first, 1.0)  # finished: the cache now skips trial ids up to it
+    for _ in range(5):
+        mine.ask().suggest_float("x", 0, 1)
+    other.enqueue_trial({"x": 0.25})  # queued by another process: mine has never read it
+    backend = mine._storage._backend  # type: ignore[attr-defined]
+    looked_up: list[int] = []
+    read = backend._get_trials
+
+    def counted(*args: object, **kwargs: object) -> list:
+        trials = read(*args, **kwargs)
+        looked_up.extend(t.number for t in trials)
+        return trials
+
+    monkeypatch.setattr(backend, "_get_trials", counted)
+    queued = mine._pop_waiting_trial_id()  # what Study.ask does first
+    assert looked_up == [6]  # the queued trial; none of the five running ones
+    assert mine._pop_waiting_trial_id() is None  # taken exactly once
+    trial = optuna.Trial(mine, queued)  # the rest of the ask
+    assert trial.number == 6 and trial.suggest_float("x", 0, 1) == 0.25
+    mine.tell(trial, 2.0)
+    # Later reads see it as it is now, through the cache, and every trial once.
+    trials = mine.get_trials()
+    assert [t.number for t in trials] == list(range(7))
+    assert [t.state for t in trials] == [TrialState.COMPLETE] + [TrialState.RUNNING] * 5 + [
+        TrialState.COMPLETE
+    ]
+    assert trials[-1].params == {"x": 0.25} and trials[-1].value == 2.0
