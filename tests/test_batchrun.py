@@ -229,18 +229,35 @@ def test_one_storage_read_per_epoch_gives_the_same_pruning_decisions(
     assert snapshot_reads < every_time_reads - 10
 
 
+def two_handles(tmp_path: Path) -> tuple[optuna.Study, optuna.Study]:
+    """One SQLite study opened twice, as two processes would: each with its own cache."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    mine = optuna.create_study(study_name="s", storage=storage.open_storage(url))
+    return mine, optuna.load_study(study_name="s", storage=storage.open_storage(url))
+
+
+def record_reads(study: optuna.Study, monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """From now on, the trial numbers that each database read of ``study``'s cache returns."""
+    backend = study._storage._backend  # type: ignore[attr-defined]
+    reads: list[list[int]] = []
+    read = backend._get_trials
+
+    def recorded(*args: object, **kwargs: object) -> list:
+        trials = read(*args, **kwargs)
+        reads.append([t.number for t in trials])
+        return trials
+
+    monkeypatch.setattr(backend, "_get_trials", recorded)
+    return reads
+
+
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # asked outside Study.optimize
 def test_a_snapshot_reads_the_trials_once_and_later_reads_see_other_writers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    mine = optuna.create_study(study_name="s", storage=storage.open_storage(url))
-    other = optuna.load_study(study_name="s", storage=storage.open_storage(url))  # a 2nd process
+    mine, other = two_handles(tmp_path)
     mine.ask()
-    backend = mine._storage._backend  # type: ignore[attr-defined]
-    reads: list[object] = []
-    read = backend._get_trials
-    monkeypatch.setattr(backend, "_get_trials", lambda *a, **k: reads.append(a) or read(*a, **k))
+    reads = record_reads(mine, monkeypatch)
     with storage.trials_snapshot(mine):
         assert [t.state for t in mine.get_trials()] == [TrialState.RUNNING]
         other.tell(0, 0.5)
@@ -256,9 +273,7 @@ def test_a_snapshot_reads_the_trials_once_and_later_reads_see_other_writers(
 def test_an_ask_reads_the_queued_trials_and_no_running_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    mine = optuna.create_study(study_name="s", storage=storage.open_storage(url))
-    other = optuna.load_study(study_name="s", storage=storage.open_storage(url))  # a 2nd process
+    mine, other = two_handles(tmp_path)
     for x in (0.1, 0.2):
         mine.enqueue_trial({"x": x})
     first = mine.ask()
@@ -267,18 +282,9 @@ def test_an_ask_reads_the_queued_trials_and_no_running_one(
     for _ in range(5):
         mine.ask().suggest_float("x", 0, 1)
     other.enqueue_trial({"x": 0.25})  # queued by another process: mine has never read it
-    backend = mine._storage._backend  # type: ignore[attr-defined]
-    looked_up: list[int] = []
-    read = backend._get_trials
-
-    def counted(*args: object, **kwargs: object) -> list:
-        trials = read(*args, **kwargs)
-        looked_up.extend(t.number for t in trials)
-        return trials
-
-    monkeypatch.setattr(backend, "_get_trials", counted)
+    reads = record_reads(mine, monkeypatch)
     queued = mine._pop_waiting_trial_id()  # what Study.ask does first
-    assert looked_up == [6]  # the queued trial; none of the five running ones
+    assert reads == [[6]]  # the queued trial; none of the five running ones
     assert mine._pop_waiting_trial_id() is None  # taken exactly once
     trial = optuna.Trial(mine, queued)  # the rest of the ask
     assert trial.number == 6 and trial.suggest_float("x", 0, 1) == 0.25
