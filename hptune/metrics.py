@@ -3,9 +3,9 @@
 ``macro_scores`` runs after every epoch of every trial (for each member of a batch), where
 ``precision_recall_fscore_support`` takes ~2.1 ms on 6,000 labels (2 CPU cores), mostly input
 checks: by arithmetic, 2.4% of the 0.086 s a graphed MLP epoch took on an H100, and 0.13 s per
-epoch of 64 batched members. It uses
-scikit-learn's formulas on a ``np.bincount`` confusion matrix instead (~0.03 ms); a test
-compares it with scikit-learn's. Once-per-trial details stay scikit-learn's.
+epoch of 64 batched members. It uses scikit-learn's formulas on a ``np.bincount`` confusion
+matrix instead (~0.03 ms); a test compares it with scikit-learn's. Once-per-trial details stay
+scikit-learn's.
 """
 
 from __future__ import annotations
