@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hptune.backprop import BACKWARD, ManualBackprop
+from hptune.backprop import BACKWARD, ManualBackprop, onednn_bias
 from hptune.config import ModelConfig
 from hptune.dropout import fast_dropout
 from hptune.models import ACTIVATIONS, build_model
@@ -113,6 +113,35 @@ def test_dropout_zero_is_the_identity_and_draws_nothing() -> None:
     assert torch.equal(torch.get_rng_state(), state)
     for (name, p), q in zip(reference.named_parameters(), manual.parameters(), strict=True):
         assert torch.equal(q.grad, p.grad), name
+
+
+@pytest.mark.skipif(
+    not onednn_bias(torch.zeros(1, dtype=torch.bfloat16)), reason="needs oneDNN's bf16 matmul"
+)
+def test_onednn_bias_gives_autograds_numbers_with_nan_and_infinities() -> None:
+    # B's MLP's shapes, where oneDNN may pick other kernels than for the small model above.
+    torch.manual_seed(0)
+    reference = build_model(ModelConfig(hidden_sizes=[256, 128]), (1, 28, 28), 10)
+    reference = reference.to(torch.bfloat16)
+    with torch.no_grad():
+        reference[1].weight[3, 5] = float("nan")  # a diverging unit
+        reference[1].bias[7] = float("inf")
+        reference[3].weight[2, 9] = float("-inf")
+    manual = copy.deepcopy(reference)
+    for p in manual.parameters():
+        p.grad = torch.zeros_like(p)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(128, 1, 28, 28, generator=generator).to(torch.bfloat16)
+    y = torch.randint(0, 10, (128,), generator=generator)
+    logits = reference(x)
+    F.cross_entropy(logits.float(), y).backward()
+    backprop = ManualBackprop(manual)
+    assert backprop.onednn_bias  # the fused bias is what runs here
+    loss, manual_logits = backprop.step(x, y)
+    assert loss.isnan() and torch.equal(manual_logits.isnan(), logits.isnan())
+    assert torch.equal(manual_logits.nan_to_num(), logits.detach().nan_to_num())
+    for (name, p), q in zip(reference.named_parameters(), manual.parameters(), strict=True):
+        assert torch.equal(q.grad.nan_to_num(), p.grad.nan_to_num()), name
 
 
 def test_takes_an_mlp_without_hidden_layers() -> None:
