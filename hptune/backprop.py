@@ -110,6 +110,7 @@ class ManualBackprop:
             if not (isinstance(layer, nn.Dropout) and layer.p == 0)
         ]
         self.onednn_bias = onednn_bias(next(model.parameters()))
+        self.one = torch.ones((), device=next(model.parameters()).device)  # d loss / d loss
 
     @torch.no_grad()
     def step(
@@ -138,11 +139,9 @@ class ManualBackprop:
                 saved.append((x, y))
             x = y
         logits = x
-        log_probs = torch.log_softmax(logits.float(), 1)
+        log_probs = torch.log_softmax(logits, 1, dtype=torch.float32)  # (casts, then the same)
         loss, total_weight = aten.nll_loss_forward(log_probs, targets, None, MEAN, -100)
-        grad = aten.nll_loss_backward(
-            torch.ones_like(loss), log_probs, targets, None, MEAN, -100, total_weight
-        )
+        grad = aten.nll_loss_backward(self.one, log_probs, targets, None, MEAN, -100, total_weight)
         grad = aten._log_softmax_backward_data(grad, log_probs, 1, torch.float32)
         grad = grad.to(logits.dtype)
         for index in range(len(self.layers) - 1, -1, -1):

@@ -127,19 +127,23 @@ class FlatSteps:
         if self.backprop is None:  # (ManualBackprop draws the same fast masks itself)
             self.compute = fast_max_pool(fast_dropout(self.compute))
         self.loss_sum = torch.zeros((), device=x.device)
-        self.correct = torch.zeros((), dtype=torch.long, device=x.device)
 
     def epoch(self, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass in ``order``; (mean batch loss, correct count) as device tensors."""
         self.compute.train()
         self.loss_sum.zero_()
-        self.correct.zero_()
+        # The labels in this epoch's order, gathered once; each step writes its predictions into
+        # one buffer, compared once at the end (per step: a slice instead of a gather, one op
+        # instead of four).
+        targets = self.y.index_select(0, order)
+        predicted = torch.empty_like(targets)
         for start in range(0, len(order), self.batch_size):
-            self._step(order[start : start + self.batch_size])
-        return self.loss_sum / len(order), self.correct.clone()
+            stop = start + self.batch_size
+            self._step(order[start:stop], targets[start:stop], predicted[start:stop])
+        return self.loss_sum / len(order), (predicted == targets).sum()
 
-    def _step(self, index: torch.Tensor) -> None:
-        inputs, targets = self.x.index_select(0, index), self.y.index_select(0, index)
+    def _step(self, index: torch.Tensor, targets: torch.Tensor, predicted: torch.Tensor) -> None:
+        inputs = self.x.index_select(0, index)
         if self.dtype is not None:
             inputs = inputs.to(self.dtype)  # nothing to do for images given in the dtype
         if self.backprop is not None:  # overwrites every gradient: nothing to zero
@@ -155,7 +159,7 @@ class FlatSteps:
         if self.weights is not None:
             self.weights.copy_(self.master.detach())
         self.loss_sum.add_(loss.detach(), alpha=len(index))
-        self.correct += (logits.detach().argmax(dim=1) == targets).sum()
+        torch.argmax(logits.detach(), dim=1, out=predicted)
 
     def release(self) -> None:
         """Give the model's parameters (and last gradients) their own memory again."""
