@@ -175,7 +175,8 @@ def bind(optimizer: Optimizer) -> Update | None:
 
 
 class DirectStep:
-    """Callable as ``optimizer.step()`` is, every call one update (see the module docstring)."""
+    """Callable as ``optimizer.step()`` is, every call one update (see the module docstring).
+    What it checks, it checks at the first call: step hooks registered later are not run."""
 
     def __init__(self, optimizer: Optimizer) -> None:
         self.optimizer = optimizer
