@@ -118,15 +118,17 @@ def test_dropout_zero_is_the_identity_and_draws_nothing() -> None:
 @pytest.mark.skipif(
     not onednn_bias(torch.zeros(1, dtype=torch.bfloat16)), reason="needs oneDNN's bf16 matmul"
 )
-def test_onednn_bias_gives_autograds_numbers_with_nan_and_infinities() -> None:
+@pytest.mark.parametrize("poisoned", [False, True], ids=["finite", "nan-and-infinities"])
+def test_onednn_bias_gives_autograds_numbers(poisoned: bool) -> None:
     # B's MLP's shapes, where oneDNN may pick other kernels than for the small model above.
     torch.manual_seed(0)
     reference = build_model(ModelConfig(hidden_sizes=[256, 128]), (1, 28, 28), 10)
     reference = reference.to(torch.bfloat16)
-    with torch.no_grad():
-        reference[1].weight[3, 5] = float("nan")  # a diverging unit
-        reference[1].bias[7] = float("inf")
-        reference[3].weight[2, 9] = float("-inf")
+    if poisoned:  # a diverging unit: its NaN must reach the loss, as under autograd
+        with torch.no_grad():
+            reference[1].weight[3, 5] = float("nan")
+            reference[1].bias[7] = float("inf")
+            reference[3].weight[2, 9] = float("-inf")
     manual = copy.deepcopy(reference)
     for p in manual.parameters():
         p.grad = torch.zeros_like(p)
@@ -134,14 +136,21 @@ def test_onednn_bias_gives_autograds_numbers_with_nan_and_infinities() -> None:
     x = torch.randn(128, 1, 28, 28, generator=generator).to(torch.bfloat16)
     y = torch.randint(0, 10, (128,), generator=generator)
     logits = reference(x)
-    F.cross_entropy(logits.float(), y).backward()
+    loss = F.cross_entropy(logits.float(), y)
+    loss.backward()
     backprop = ManualBackprop(manual)
     assert backprop.onednn_bias  # the fused bias is what runs here
-    loss, manual_logits = backprop.step(x, y)
-    assert loss.isnan() and torch.equal(manual_logits.isnan(), logits.isnan())
-    assert torch.equal(manual_logits.nan_to_num(), logits.detach().nan_to_num())
+    manual_loss, manual_logits = backprop.step(x, y)
+    assert bool(manual_loss.isnan()) is poisoned
+
+    def exactly(actual: torch.Tensor, expected: torch.Tensor, name: str) -> None:
+        # Equal values, with NaN and infinities in the same places.
+        torch.testing.assert_close(actual, expected, rtol=0, atol=0, equal_nan=True, msg=name)
+
+    exactly(manual_loss, loss.detach(), "loss")
+    exactly(manual_logits, logits.detach(), "logits")
     for (name, p), q in zip(reference.named_parameters(), manual.parameters(), strict=True):
-        assert torch.equal(q.grad.nan_to_num(), p.grad.nan_to_num()), name
+        exactly(q.grad, p.grad, name)
 
 
 def test_takes_an_mlp_without_hidden_layers() -> None:
