@@ -1,7 +1,7 @@
 """CPU probes behind the eager training path's defaults (real Fashion-MNIST, CPU only).
 
     python examples/cpu_probes.py [--model mlp|cnn] [--rounds 4] [--train-subset N] [--compile]
-    python examples/cpu_probes.py --model cnn --channels-last [--train-subset N]
+    python examples/cpu_probes.py --model cnn|convnet --channels-last [--train-subset N]
 
 Trains one model per variant from the same seed and alternates their epochs in one process (the
 machine's speed drifts between runs; alternating keeps the comparison fair):
@@ -16,12 +16,14 @@ machine's speed drifts between runs; alternating keeps the comparison fair):
 - with ``--compile``, ``compiled bf16``: the autocast step under ``torch.compile`` (inductor);
 - with ``--channels-last`` instead: flat steps in bf16 and fp32, each with the model in the
   default (NCHW) and in channels-last memory format (what ``training.train`` uses for
-  convolutional models on CUDA).
+  convolutional models on CUDA, and on the CPU in bf16); ``--model convnet`` is experiment D's
+  ConvNet with two blocks (batch 128).
 
 Prints each variant's median epoch time (all rounds after the first), its per-epoch times and
-its final validation accuracy. The CNN's dropout masks come from the one global generator, which
-the variants share in turn, so its accuracies differ by seed noise (with equal masks the flat
-and per-parameter steps give equal weights: ``tests/test_flat.py``).
+its final validation accuracy. The global generator is seeded before every epoch, so the
+variants draw the same dropout masks where they draw them the same way (the flat steps' fast
+masks differ from autocast's ``nn.Dropout``; with equal masks the flat and per-parameter steps
+give equal weights: ``tests/test_flat.py``).
 
 Figures (2 CPU cores, AMD EPYC Zen 5), 6 rounds (2026-11-23, the second session): MLP autocast /
 flat autograd / flat manual bf16 0.488 / 0.419 / **0.328** s, fp32 0.666 / 0.617 / **0.537** s,
@@ -35,7 +37,14 @@ CNN on 10,000 images, 3 rounds: bf16 3.540 / 3.441 s, fp32 5.700 / 5.682 s.
 ``--channels-last``, CNN on 5,000 images: NCHW / channels-last bf16 1.678 / 1.772 s, fp32 3.333 /
 3.465 s (4 rounds); an earlier run of the same comparison gave bf16 2.15 / 2.00 s, fp32 2.87 /
 2.93 s. The max-pool itself is ~10x faster in channels-last, but the gradient coming back
-through ``Flatten`` is NCHW and is copied: no reliable gain, so CPU training keeps NCHW.
+through ``Flatten`` is NCHW and is copied: no reliable gain on Zen 5.
+On a 2-core Intel Xeon with AMX (2026-11-23, the bf16 images ``training.train`` gathers, equal
+dropout masks, 6 rounds on 5,000 images), NCHW / channels-last: A's CNN bf16 1.423 / **1.296**
+s (val acc 0.8538 both), fp32 3.020 / 3.078 s (0.8541 / 0.8589); experiment D's 2-block ConvNet
+bf16 0.617 / **0.391** s (0.8078 both), fp32 1.203 / 1.001 s (0.8058 / 0.8043). oneDNN's bf16
+convolutions work in NHWC and reorder NCHW tensors at every call; in bf16 both layouts give the
+same weights bit for bit. So ``training.train`` trains convolutional models channels-last on
+the CPU in bf16; fp32 keeps NCHW (mixed results on both machines, and other numbers).
 """
 
 from __future__ import annotations
@@ -50,16 +59,17 @@ import torch.nn.functional as F
 
 from hptune import data, training
 from hptune.bench import MODELS
-from hptune.config import DataConfig, TrainConfig
+from hptune.config import DataConfig, ModelConfig, TrainConfig
 from hptune.flat import FlatSteps
 from hptune.models import build_model
 
 CPU = torch.device("cpu")
+PROBE_MODELS = {**MODELS, "convnet": (ModelConfig(family="convnet", conv_blocks=2), 128)}
 Epoch = Callable[[torch.Tensor], object]
 
 
 def layouts(name: str, splits: data.Splits) -> dict[str, tuple[Epoch, torch.nn.Module]]:
-    model_config, batch_size = MODELS[name]
+    model_config, batch_size = PROBE_MODELS[name]
     config = TrainConfig(batch_size=batch_size)
     built: dict[str, tuple[Epoch, torch.nn.Module]] = {}
     for dtype, label in ((torch.bfloat16, "bf16"), (None, "fp32")):
@@ -70,7 +80,7 @@ def layouts(name: str, splits: data.Splits) -> dict[str, tuple[Epoch, torch.nn.M
             steps = FlatSteps(
                 model,
                 lambda p: training.make_optimizer(p, config),
-                splits.train_x,
+                splits.train_x_in(dtype),
                 splits.train_y,
                 batch_size,
                 dtype,
@@ -83,7 +93,7 @@ def layouts(name: str, splits: data.Splits) -> dict[str, tuple[Epoch, torch.nn.M
 def variants(
     name: str, splits: data.Splits, compile_step: bool
 ) -> dict[str, tuple[Epoch, torch.nn.Module]]:
-    model_config, batch_size = MODELS[name]
+    model_config, batch_size = PROBE_MODELS[name]
     config = TrainConfig(batch_size=batch_size)
     x, y = splits.train_x, splits.train_y
     built: dict[str, tuple[Epoch, torch.nn.Module]] = {}
@@ -140,7 +150,7 @@ def variants(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=sorted(MODELS), default="mlp")
+    parser.add_argument("--model", choices=sorted(PROBE_MODELS), default="mlp")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--train-subset", type=int, default=None)
     parser.add_argument("--compile", action="store_true")
@@ -153,9 +163,10 @@ def main() -> None:
         runs = variants(args.model, splits, args.compile)
     times: dict[str, list[float]] = {label: [] for label in runs}
     generator = torch.Generator().manual_seed(0)
-    for _ in range(args.rounds):
+    for round_ in range(args.rounds):
         order = torch.randperm(len(splits.train_x), generator=generator)
         for label, (epoch, _) in runs.items():
+            torch.manual_seed(round_)  # the same dropout masks for variants that draw alike
             started = time.perf_counter()
             epoch(order)
             times[label].append(time.perf_counter() - started)

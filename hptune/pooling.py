@@ -11,8 +11,9 @@ conversions would take ~3 ms). ``tests/test_pooling.py`` checks values and gradi
 
 ``fast_max_pool`` puts ``ChannelsLastMaxPool2d`` in the models hptune's eager CPU steps train
 (``hptune.flat.FlatSteps``) and evaluate (``hptune.training.evaluate``); the models that trials
-log and export keep ``nn.MaxPool2d``. CUDA keeps aten's kernels (its convolutional models run
-in channels-last already).
+log and export keep ``nn.MaxPool2d``. Models already in channels-last (on CUDA, and on the CPU
+in bf16: ``hptune.training.uses_channels_last``) go straight to aten's kernels; this module is
+for CPU fp32 training and for evaluation of NCHW models.
 """
 
 from __future__ import annotations

@@ -71,7 +71,11 @@ EVAL_CPU_BYTES = 32 * 2**20
 # momentum 70 -> 45 (plain SGD gains nothing; the others have no fused kernel).
 CPU_FUSED_OPTIMIZERS = frozenset({"sgd_momentum", "adam", "adamw", "adagrad"})
 # NHWC convolutions on CUDA: A's CNN epoch 0.583 -> 0.560 s on an H100 (graphed, batch 64;
-# examples/gpu_probes.py). On CPU no reliable gain (examples/cpu_probes.py --channels-last).
+# examples/gpu_probes.py). On the CPU in bf16 (oneDNN's bf16 convolutions work in NHWC and
+# reorder NCHW tensors at every call), the same weights bit for bit, and on a 2-core Intel Xeon
+# with AMX A's CNN 1.10x and experiment D's 2-block ConvNet 1.58x faster per epoch
+# (examples/cpu_probes.py --channels-last); on AMD Zen 5 A's CNN was within noise. CPU fp32
+# keeps NCHW: mixed results (A's CNN 2-4% slower), and other numbers.
 CHANNELS_LAST = True
 
 
@@ -165,6 +169,16 @@ def uses_cuda_graphs(config: TrainConfig, device: torch.device) -> bool:
     )
 
 
+def uses_channels_last(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> bool:
+    """Whether ``train`` puts ``model`` in channels-last memory format: a convolutional model on
+    CUDA, or on the CPU computing in bf16 (``CHANNELS_LAST``)."""
+    return (
+        CHANNELS_LAST
+        and (device.type == "cuda" or dtype == torch.bfloat16)
+        and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    )
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch's CPU and CUDA generators (model initialization, dropout)."""
     torch.manual_seed(seed)
@@ -187,14 +201,10 @@ def train(
     device = splits.train_x.device
     if device.type == "cpu":
         keep_freed_memory()  # no page faults for the same blocks every step
-    if (
-        CHANNELS_LAST
-        and device.type == "cuda"
-        and any(isinstance(m, nn.Conv2d) for m in model.modules())
-    ):
-        model.to(memory_format=torch.channels_last)
     graphed = uses_cuda_graphs(config, device)
     dtype = compute_dtype(config, device)
+    if uses_channels_last(model, device, dtype):
+        model.to(memory_format=torch.channels_last)
     x, y, batch_size = splits.train_x, splits.train_y, config.batch_size
     steps: GraphedSteps | FlatSteps | None = None
     if graphed:

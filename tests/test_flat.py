@@ -68,20 +68,23 @@ def test_flat_fp32_steps_update_as_per_parameter_steps(
 
 
 @pytest.mark.parametrize(
-    ("model_config", "manual"),
+    ("model_config", "manual", "layout"),
     [
-        (ModelConfig(hidden_sizes=[64, 32], dropout=0.2), True),
-        (ModelConfig(hidden_sizes=[64, 32], dropout=0.2), False),
-        (ModelConfig(family="cnn"), True),
+        (ModelConfig(hidden_sizes=[64, 32], dropout=0.2), True, torch.contiguous_format),
+        (ModelConfig(hidden_sizes=[64, 32], dropout=0.2), False, torch.contiguous_format),
+        (ModelConfig(family="cnn"), True, torch.contiguous_format),
+        (ModelConfig(family="cnn"), True, torch.channels_last),  # how train() runs it in bf16
     ],
-    ids=["mlp-manual-backprop", "mlp-autograd", "cnn"],
+    ids=["mlp-manual-backprop", "mlp-autograd", "cnn", "cnn-channels-last"],
 )
 def test_bf16_compute_copy_matches_autocast(
-    fashion_mnist: Path, model_config: ModelConfig, manual: bool
+    fashion_mnist: Path, model_config: ModelConfig, manual: bool, layout: torch.memory_format
 ) -> None:
     splits = data.load(DataConfig(train_subset=1024, test_subset=10), CPU)
     config = TrainConfig(batch_size=64, optimizer="adam")
-    eager, flat_model = two_ways(splits, model_config, config, torch.bfloat16, manual=manual)
+    eager, flat_model = two_ways(
+        splits, model_config, config, torch.bfloat16, layout, manual=manual
+    )
     seed_everything(0)
     start = build_model(model_config, splits.input_shape, 10)
     for (name, a), b in zip(eager.named_parameters(), flat_model.parameters(), strict=True):
