@@ -11,9 +11,15 @@ conversions would take ~3 ms). ``tests/test_pooling.py`` checks values and gradi
 
 ``fast_max_pool`` puts ``ChannelsLastMaxPool2d`` in the models hptune's eager CPU steps train
 (``hptune.flat.FlatSteps``) and evaluate (``hptune.training.evaluate``); the models that trials
-log and export keep ``nn.MaxPool2d``. Models already in channels-last (on CUDA, and on the CPU
-in bf16: ``hptune.training.uses_channels_last``) go straight to aten's kernels; this module is
-for CPU fp32 training and for evaluation of NCHW models.
+log and export keep ``nn.MaxPool2d``. CUDA keeps aten's kernels (its convolutional models run
+in channels-last already).
+
+A model in channels-last (CPU bf16 training: ``hptune.training.uses_channels_last``) pools in
+its own layout, but its gradient comes back through ``Flatten`` in NCHW, and aten's backward
+kernel works in the gradient's layout: it copied the input's gradient to NCHW and back (two
+64 x 64 x 24 x 24 copies per step of A's CNN). Giving it the gradient in channels-last (a copy
+a quarter that size) made A's CNN epoch 1.24x faster in bf16 (1.602 -> 1.290 s on 6,400 images,
+2-core Intel Xeon, alternating epochs), with the same weights.
 """
 
 from __future__ import annotations
@@ -32,30 +38,35 @@ CHANNELS_LAST = torch.channels_last
 
 
 class _ChannelsLastMaxPool(torch.autograd.Function):
-    """Max-pooling of an NCHW ``x`` through the channels-last kernel, NCHW in and out."""
+    """Max-pooling of a CPU ``x`` through the channels-last kernel, in ``x``'s layout (NCHW or
+    channels-last) out; the gradient goes back in that layout too."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, *window: Any) -> torch.Tensor:
         out, indices = aten.max_pool2d_with_indices(
             x.contiguous(memory_format=CHANNELS_LAST), *window
         )
-        # The indices count positions within each plane, so they hold for NCHW too.
-        ctx.save_for_backward(x, indices.contiguous())
+        # The indices count positions within each plane, so they hold in either layout.
+        ctx.layout = torch.contiguous_format if x.is_contiguous() else CHANNELS_LAST
+        ctx.save_for_backward(x, indices.contiguous(memory_format=ctx.layout))
         ctx.window = window
-        return out.contiguous()
+        return out.contiguous(memory_format=ctx.layout)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, indices = ctx.saved_tensors
+        # aten's backward kernel works in the gradient's layout and converts the rest to it.
+        # A channels-last model's gradient arrives NCHW from Flatten: in NCHW the kernel would
+        # copy the input's gradient (64 x 64 x 24 x 24 for A's CNN) into NCHW and back.
         grad_input = aten.max_pool2d_with_indices_backward(
-            grad.contiguous(), x, *ctx.window, indices
+            grad.contiguous(memory_format=ctx.layout), x, *ctx.window, indices
         )
         return (grad_input, *[None] * len(ctx.window))
 
 
 class ChannelsLastMaxPool2d(nn.Module):
-    """``nn.MaxPool2d`` (without indices) that pools NCHW CPU tensors in channels-last; other
-    inputs (CUDA, already channels-last) go to ``F.max_pool2d`` as they are."""
+    """``nn.MaxPool2d`` (without indices) that pools dense 4-d CPU tensors through the
+    channels-last kernel, keeping their layout; other inputs go to ``nn.MaxPool2d``."""
 
     def __init__(self, pool: nn.MaxPool2d) -> None:
         super().__init__()
@@ -70,12 +81,16 @@ class ChannelsLastMaxPool2d(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous():
+        nchw = x.is_contiguous()
+        if (
+            x.device.type != "cpu"
+            or x.dim() != 4
+            or not (nchw or x.is_contiguous(memory_format=CHANNELS_LAST))
+        ):
             return self.pool(x)
         if not (torch.is_grad_enabled() and x.requires_grad):  # evaluation: no indices kept
-            return F.max_pool2d(
-                x.contiguous(memory_format=CHANNELS_LAST), *self.window
-            ).contiguous()
+            out = F.max_pool2d(x.contiguous(memory_format=CHANNELS_LAST), *self.window)
+            return out.contiguous() if nchw else out
         return _ChannelsLastMaxPool.apply(x, *self.window)
 
 

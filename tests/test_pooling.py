@@ -20,19 +20,24 @@ WINDOWS: list[dict[str, Any]] = [
 ]
 
 
+@pytest.mark.parametrize(
+    "layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels-last"]
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(
     "window", WINDOWS, ids=lambda w: ",".join(f"{k}={v}" for k, v in w.items())
 )
 def test_channels_last_pooling_is_max_pool2d_bit_for_bit(
-    window: dict[str, Any], dtype: torch.dtype
+    window: dict[str, Any], dtype: torch.dtype, layout: torch.memory_format
 ) -> None:
     torch.manual_seed(0)
     # Small integers: most windows hold ties, so the gradient shows which maximum was taken
     # (the first, in both kernels); a NaN counts as the maximum in both.
     x = torch.randint(-2, 3, (4, 6, 11, 13)).to(dtype)
     x[0, 0, 0, 0] = x[1, 2, 5, 7] = float("nan")
+    x = x.contiguous(memory_format=layout)
     reference, pool = nn.MaxPool2d(**window), ChannelsLastMaxPool2d(nn.MaxPool2d(**window))
+    # An NCHW gradient, as Flatten hands back to a channels-last model's last pooling.
     grad = torch.randn(reference(x).shape).to(dtype)
     outputs, grads = [], []
     for layer in (reference, pool):
@@ -41,22 +46,24 @@ def test_channels_last_pooling_is_max_pool2d_bit_for_bit(
         out.backward(grad)
         outputs.append(out)
         grads.append(leaf.grad)
-        assert out.is_contiguous() and leaf.grad.is_contiguous()
+        # The output and the input's gradient keep the input's layout.
+        assert out.is_contiguous(memory_format=layout)
+        assert leaf.grad.is_contiguous(memory_format=layout)
     assert torch.equal(outputs[0].isnan(), outputs[1].isnan()) and outputs[0].isnan().any()
     assert torch.equal(outputs[0].nan_to_num(), outputs[1].nan_to_num())
     assert torch.equal(grads[0], grads[1])
     with torch.no_grad():  # evaluation's path keeps no indices
-        assert torch.equal(pool(x).nan_to_num(), outputs[0].nan_to_num())
+        evaluated = pool(x)
+        assert evaluated.is_contiguous(memory_format=layout)
+        assert torch.equal(evaluated.nan_to_num(), outputs[0].nan_to_num())
 
 
 def test_inputs_it_does_not_speed_up_go_to_max_pool2d_as_they_are() -> None:
     pool = ChannelsLastMaxPool2d(nn.MaxPool2d(2))
-    x = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last)
-    out = pool(x)  # already channels-last (CUDA's convolutional models): aten's own layout
-    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
-    assert torch.equal(out, nn.MaxPool2d(2)(x))
     batchless = torch.randn(4, 8, 8)  # 3-d input (C, H, W)
     assert torch.equal(pool(batchless), nn.MaxPool2d(2)(batchless))
+    strided = torch.randn(2, 4, 8, 16)[..., ::2]  # neither layout is dense
+    assert torch.equal(pool(strided), nn.MaxPool2d(2)(strided))
 
 
 def test_fast_max_pool_swaps_the_pools_of_a_copy_and_leaves_the_model_alone() -> None:
