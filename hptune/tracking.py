@@ -125,8 +125,11 @@ class StudyTracker:
         mlflow.set_tracking_uri(self.tracking_uri)
         try:
             with mlflow.start_run(run_id=run_id):
+                # In NCHW whatever layout it trained in (channels-last: CUDA, CPU bf16): what
+                # users expect, and torch.export's archive warns on channels-last weights.
+                model = model.cpu().eval().to(memory_format=torch.contiguous_format)
                 info = mlflow.pytorch.log_model(
-                    model.cpu().eval(),
+                    model,
                     name="model",
                     input_example=input_example,
                     # Naming the requirement skips MLflow's ~10 s inference of it.

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from pathlib import Path
 
 import mlflow.pytorch
@@ -17,7 +18,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from hptune import study
+from hptune.config import ModelConfig
+from hptune.models import build_model
 from hptune.studyfile import load_study_file
+from hptune.tracking import StudyTracker
 from tests.conftest import study_yaml
 
 STUDY = """name: tracked
@@ -102,6 +106,30 @@ def test_best_model_is_registered_and_reloads_on_cpu(finished: study.StudyResult
     # Input contract: float32 (N, 1, 28, 28), normalized as the study's data section says.
     logits = model(torch.zeros(3, 1, 28, 28))
     assert logits.shape == (3, 10)
+
+
+def test_a_channels_last_model_is_logged_in_nchw_and_reloads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (CUDA and CPU bf16 train convolutional models channels-last: hptune.training.)
+    monkeypatch.chdir(tmp_path)
+    tracker = StudyTracker("layouts", f"sqlite:///{tmp_path}/mlflow.db")
+    parent = tracker.open_parent(None, "layouts", {}, None)
+    model = build_model(ModelConfig(family="cnn"), (1, 28, 28), 10).eval()
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(3, 1, 28, 28)
+    expected = model(x).detach()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        uri = tracker.log_model(parent, model, x.numpy(), "layouts-cnn")
+    tracker.close_parent(parent)
+    # torch.export's archive warns about channels-last weights; the logged model has none.
+    assert not [w for w in caught if "complete tensor" in str(w.message)]
+    reloaded = mlflow.pytorch.load_model(uri)
+    weights = [p for p in reloaded.parameters() if p.dim() == 4]
+    assert weights and all(p.is_contiguous() for p in weights)
+    # The same function: NCHW and channels-last convolutions differ in rounding only.
+    torch.testing.assert_close(reloaded(x), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_best_model_is_evaluated_once_on_the_test_set(finished: study.StudyResult) -> None:
