@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from hptune import interrupt
+from hptune.allocator import imports_frozen
 from hptune.errors import HptuneError
 
 EXIT_USER_ERROR = 2
@@ -84,9 +85,10 @@ def optimize(
     workers: int | None,
 ) -> None:
     """Run (or continue) the study described by STUDY_FILE."""
-    from hptune.describe import summarize_result
-    from hptune.study import optimize as run_study
-    from hptune.studyfile import load_study_file
+    with imports_frozen():  # torch, optuna, mlflow: ~1 s less without collections
+        from hptune.describe import summarize_result
+        from hptune.study import optimize as run_study
+        from hptune.studyfile import load_study_file
 
     # A scheduler's or `timeout`'s SIGTERM stops the study as Ctrl-C does: the running trial is
     # queued again and its MLflow run closed, instead of waiting for its heartbeat to go stale;
@@ -133,9 +135,10 @@ def export_report(
     formats: tuple[str, ...],
 ) -> None:
     """Write a study's report (HTML, Markdown, CSV) from its Optuna storage and MLflow runs."""
-    from hptune.report import export_report as export
-    from hptune.storage import storage_url
-    from hptune.tracking import resolve_tracking_uri
+    with imports_frozen():
+        from hptune.report import export_report as export
+        from hptune.storage import storage_url
+        from hptune.tracking import resolve_tracking_uri
 
     if study_file is not None:
         from hptune.studyfile import load_study_file

@@ -17,6 +17,7 @@ import optuna
 import torch
 
 from hptune import data, grid, interrupt, space
+from hptune.allocator import long_lived_frozen
 from hptune.attrs import (
     FAIL_REASON_ATTR,
     FINGERPRINT_ATTR,
@@ -221,16 +222,17 @@ def optimize(config: StudyConfig) -> StudyResult:
     table = rows is not None
     status = "FAILED"
     try:
-        if config.workers > 1:
-            from hptune.workers import run_workers
+        with long_lived_frozen():  # no garbage collection looks at the setup again
+            if config.workers > 1:
+                from hptune.workers import run_workers
 
-            best = run_workers(config, study, n_trials, table)
-        else:
-            progress = Progress(n_trials, config.train.epochs)
-            running = Objective(config, splits, device, tracker, parent, progress)
-            best = run_trials(study, running, n_trials, table)
-        tracker.flush()  # every trial's run stored before the study's summary is written
-        _finish(study, config, splits, tracker, parent, best)
+                best = run_workers(config, study, n_trials, table)
+            else:
+                progress = Progress(n_trials, config.train.epochs)
+                running = Objective(config, splits, device, tracker, parent, progress)
+                best = run_trials(study, running, n_trials, table)
+            tracker.flush()  # every trial's run stored before the study's summary is written
+            _finish(study, config, splits, tracker, parent, best)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -286,7 +288,8 @@ def work(config: StudyConfig, n_trials: int | None, table: bool, worker: int) ->
     progress = Progress(n_trials, config.train.epochs, enabled=False)
     objective = Objective(config, splits, device, tracker, parent, progress, worker)
     try:
-        return run_trials(study, objective, n_trials, table)
+        with long_lived_frozen():
+            return run_trials(study, objective, n_trials, table)
     finally:
         tracker.close()  # every trial's run stored before the main process summarizes
 

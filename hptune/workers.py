@@ -33,6 +33,7 @@ import optuna
 import torch
 
 from hptune import interrupt
+from hptune.allocator import imports_frozen
 from hptune.config import StudyConfig
 from hptune.errors import HptuneError
 from hptune.progress import Progress
@@ -192,7 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     # Written by the main process into its own temporary folder: not an untrusted file.
     config = pickle.loads((args.handoff / "config.pickle").read_bytes())
-    from hptune.study import end_study_run, work
+    with imports_frozen():
+        from hptune.study import end_study_run, work
 
     try:
         best = work(config, args.n_trials, args.table, args.index)

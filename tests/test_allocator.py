@@ -1,12 +1,18 @@
-"""glibc's malloc thresholds: no page faults for the blocks a training process reuses."""
+"""glibc's malloc thresholds: no page faults for the blocks a training process reuses; the
+garbage collector leaves the long-lived heap alone."""
 
 from __future__ import annotations
 
+import gc
 import platform
 import subprocess
 import sys
+import weakref
+from collections.abc import Iterator
 
 import pytest
+
+from hptune.allocator import imports_frozen, long_lived_frozen
 
 # A fresh process each way (the thresholds are process-wide): A's CNN evaluates 500 images four
 # times in bf16; the page faults of the last evaluation are printed.
@@ -41,3 +47,50 @@ def test_kept_memory_is_reused_without_page_faults() -> None:
     # and faults their pages in again on every evaluation (~24,000 faults here).
     assert page_faults("default") > 5000
     assert page_faults("keep") < 100
+
+
+class Node:
+    """An object in a reference cycle: only the cyclic collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+@pytest.fixture
+def collector() -> Iterator[None]:
+    """The collector as it was, after a test that froze or disabled it."""
+    enabled = gc.isenabled()
+    yield
+    gc.unfreeze()
+    if enabled:
+        gc.enable()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_imports_run_without_collections_and_stay_frozen(collector: None, enabled: bool) -> None:
+    (gc.enable if enabled else gc.disable)()
+    gc.unfreeze()
+    with imports_frozen():
+        assert not gc.isenabled()  # no automatic collection while importing ...
+    # ... then what the imports left is frozen, and the collector is as it was.
+    assert gc.get_freeze_count() > 0
+    assert gc.isenabled() == enabled
+
+
+def test_a_study_collects_its_own_garbage_not_the_setup(collector: None) -> None:
+    gc.unfreeze()
+    before = Node()
+    setup = weakref.ref(before)
+    with long_lived_frozen():
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        del before  # garbage from before the study: left alone while it runs
+        gc.collect()
+        assert setup() is not None
+        trial = weakref.ref(Node())  # garbage the trials make: collected as usual
+        gc.collect()
+        assert trial() is None
+    # After the study, nothing stays frozen and the old garbage goes too.
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert setup() is None
