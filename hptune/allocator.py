@@ -69,9 +69,13 @@ def imports_frozen() -> Iterator[None]:
 
 @contextlib.contextmanager
 def long_lived_frozen() -> Iterator[None]:
-    """Leave the objects alive now out of cyclic collections until the block ends."""
+    """Leave the objects alive now out of cyclic collections until the block ends; where some
+    were frozen before (by ``imports_frozen``, or by the caller's process), they all stay
+    frozen, as ``gc.unfreeze`` would thaw those too."""
+    frozen_before = gc.get_freeze_count() > 0
     gc.freeze()
     try:
         yield
     finally:
-        gc.unfreeze()
+        if not frozen_before:
+            gc.unfreeze()

@@ -94,3 +94,11 @@ def test_a_study_collects_its_own_garbage_not_the_setup(collector: None) -> None
     assert gc.get_freeze_count() == 0
     gc.collect()
     assert setup() is None
+
+
+def test_a_study_leaves_what_was_frozen_before_it_frozen(collector: None) -> None:
+    gc.freeze()  # e.g. the CLI's imports, or a server that preloads and freezes
+    with long_lived_frozen():
+        pass
+    # gc.unfreeze would thaw the caller's frozen heap along with the study's: it stays.
+    assert gc.get_freeze_count() > 0
