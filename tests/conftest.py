@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +18,17 @@ DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Each test runs in its own folder: its own mlruns/, mlflow.db and data cache."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("HPTUNE_DATA_DIR", raising=False)
-    return tmp_path
+    yield tmp_path
+    # The CLI's imports freeze the heap for the rest of a command's process
+    # (hptune.allocator); CLI tests run the command in this one, which lives on.
+    gc.unfreeze()
 
 
 def write_idx(
