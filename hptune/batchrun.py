@@ -24,8 +24,8 @@ from optuna.trial import TrialState
 
 from hptune.batched import SHARED_FIELDS, train_batched
 from hptune.config import Choice, StudyConfig
+from hptune.objective import TRIAL_FAILURES, Objective, Running, best_value
 from hptune.storage import trials_snapshot
-from hptune.study import TRIAL_FAILURES, Objective, Running, best_value
 
 
 def optimize_batched(

@@ -12,53 +12,23 @@ import sys
 import warnings
 from dataclasses import dataclass
 
-import numpy as np
 import optuna
-import torch
 
-from hptune import data, grid, interrupt, space
+from hptune import data, grid, space
 from hptune.allocator import long_lived_frozen
-from hptune.attrs import (
-    FAIL_REASON_ATTR,
-    FINGERPRINT_ATTR,
-    FIT_ATTR,
-    RETRY_OF_ATTR,
-    RUN_ID_ATTR,
-)
-from hptune.config import Choice, StudyConfig, TrainConfig
+from hptune.attrs import FINGERPRINT_ATTR, RUN_ID_ATTR
+from hptune.config import StudyConfig
 from hptune.errors import StudyConflictError
-from hptune.metrics import classification_details, curve_summary, fit_diagnosis
-from hptune.models import build_model
+from hptune.metrics import classification_details
+from hptune.objective import TRIAL_FAILURES, BestModel, Objective
 from hptune.plots import gallery_figure
 from hptune.progress import Progress
 from hptune.samplers import build_pruner, build_sampler
 from hptune.storage import open_storage, redact, storage_url
-from hptune.tracking import PARENT_RUN_ATTR, StudyTracker, TrialRun, resolve_tracking_uri
-from hptune.training import (
-    Diverged,
-    EpochReport,
-    TrainResult,
-    evaluate,
-    precision_name,
-    resolve_device,
-    seed_everything,
-    train,
-)
+from hptune.tracking import PARENT_RUN_ATTR, StudyTracker, resolve_tracking_uri
+from hptune.training import evaluate, resolve_device
 
 GALLERY_SIZE = 8  # test images shown with true vs predicted labels (experiment A)
-
-# A trial ending in one of these is a recorded result (a FAILED trial), and the study goes on.
-TRIAL_FAILURES: tuple[type[Exception], ...] = (Diverged, torch.OutOfMemoryError)
-
-
-@dataclass(frozen=True)
-class BestModel:
-    """The best complete trial this process trained, with its weights (on the CPU)."""
-
-    number: int
-    run_id: str
-    value: float
-    model: torch.nn.Module
 
 
 @dataclass(frozen=True)
@@ -75,49 +45,6 @@ class StudyResult:
     @property
     def completed(self) -> list[optuna.trial.FrozenTrial]:
         return self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-
-
-def trial_seed(config: TrainConfig, number: int) -> int:
-    """The trial's seed: derived from the study seed and trial number, or the study seed."""
-    if not config.seed_per_trial:
-        return config.seed
-    return int(np.random.SeedSequence([config.seed, number]).generate_state(1)[0])
-
-
-def logged_params(config: StudyConfig, seed: int, device: torch.device) -> dict[str, Choice]:
-    """Every hyperparameter of a resolved trial config under its stable name."""
-    model, train_config = config.model, config.train
-    params: dict[str, Choice] = {
-        "dataset": config.data.dataset,
-        "normalize": config.data.normalize,
-        "family": model.family,
-        "activation": model.activation,
-        "optimizer": train_config.optimizer,
-        "lr": train_config.lr,
-        "batch_size": train_config.batch_size,
-        "epochs": train_config.epochs,
-        "scheduler": train_config.scheduler,
-        "seed": seed,
-        "device": str(device),
-        "precision": precision_name(train_config, device),
-    }
-    if model.family == "mlp":
-        params.update(
-            width=model.width,
-            depth=len(model.layer_sizes),
-            hidden_sizes="-".join(map(str, model.layer_sizes)),
-            dropout=model.dropout,
-        )
-    if model.family == "convnet":
-        params.update(
-            conv_blocks=model.conv_blocks,
-            filters=model.filters,
-            dense_layers=model.dense_layers,
-            neurons=model.neurons,
-        )
-    if train_config.weight_decay is not None:
-        params["weight_decay"] = train_config.weight_decay
-    return params
 
 
 def _version() -> str:
@@ -320,146 +247,6 @@ def _close_dead_trials(study: optuna.Study, tracker: StudyTracker) -> None:
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if run_id is not None:
             tracker.close_orphan(run_id, "the process running this trial died")
-
-
-@dataclass(frozen=True)
-class Running:
-    """A trial between its start (parameters chosen, MLflow run created) and its end."""
-
-    trial: optuna.Trial
-    params: dict[str, Choice | None]
-    config: StudyConfig
-    seed: int
-    run: TrialRun
-
-
-class Objective:
-    """Trains one trial; logs it, reports each epoch to Optuna, and ends its run truthfully.
-
-    ``begin``, ``report``, ``record_error`` and ``complete`` are also what the batched driver
-    (``hptune.batchrun``) uses for each member of a batch."""
-
-    def __init__(
-        self,
-        config: StudyConfig,
-        splits: data.Splits,
-        device: torch.device,
-        tracker: StudyTracker,
-        parent_run_id: str,
-        progress: Progress,
-        worker: int = 0,
-    ) -> None:
-        self.config = config
-        self.worker = worker  # the worker process's index (hptune.workers), 0: the main one
-        self.splits = splits
-        self.device = device
-        self.tracker = tracker
-        self.parent_run_id = parent_run_id
-        self.progress = progress
-        self.val_labels = splits.val_y.cpu().numpy()
-        self.best: BestModel | None = None
-
-    def __call__(self, trial: optuna.Trial) -> float:
-        running = self.begin(trial)
-        self.progress.trial_started(trial.number, running.config.train.epochs)
-        try:
-            model = self.build(running)
-            result = train(
-                model,
-                self.splits,
-                running.config.train,
-                running.seed,
-                lambda report: self.report(running, report),
-            )
-        except BaseException as error:
-            self.record_error(running, error)
-            raise
-        finally:
-            self.progress.trial_ended(best_value(trial.study))
-        return self.complete(running, model, result)
-
-    def begin(self, trial: optuna.Trial) -> Running:
-        """Choose the trial's parameters and create its MLflow run."""
-        params = space.suggest(trial, self.config)
-        trial_config = self.config.with_params(params)
-        seed = trial_seed(trial_config.train, trial.number)
-        run = self.tracker.start_trial(
-            self.parent_run_id,
-            self.config.name,
-            trial.number,
-            {"trial_number": trial.number, **logged_params(trial_config, seed, self.device)},
-            {"hptune.worker": str(self.worker)} if self.worker else {},
-        )
-        running = Running(trial, params, trial_config, seed, run)
-        try:
-            trial.set_user_attr(RUN_ID_ATTR, run.run_id)
-        except BaseException as error:  # e.g. Ctrl-C: the run just created ends with it
-            self.record_error(running, error)
-            raise
-        return running
-
-    def build(self, running: Running) -> torch.nn.Module:
-        """The trial's model, initialized from its seed, on the training device."""
-        seed_everything(running.seed)
-        model = build_model(running.config.model, self.splits.input_shape, len(self.splits.classes))
-        return model.to(self.device)
-
-    def report(self, running: Running, report: EpochReport) -> None:
-        """An epoch's metrics to MLflow and the objective to Optuna; raise to prune (or to
-        stop, when a stop signal's KeyboardInterrupt was lost: ``hptune.interrupt``)."""
-        interrupt.check()
-        running.run.log_epoch(report.epoch, report.metrics)
-        self.progress.epoch(report.metrics)
-        running.trial.report(report.metrics[self.config.objective.metric], report.epoch)
-        if running.trial.should_prune():
-            raise optuna.TrialPruned(str(report.epoch))
-
-    def record_error(self, running: Running, error: BaseException) -> None:
-        """End the trial's run for what stopped it (Optuna's state is set by the caller)."""
-        run, trial = running.run, running.trial
-        if isinstance(error, optuna.TrialPruned):
-            run.finish("KILLED", {"hptune.state": "pruned", "hptune.pruned_at_epoch": str(error)})
-        elif isinstance(error, TRIAL_FAILURES):
-            trial.set_user_attr(FAIL_REASON_ATTR, str(error))
-            run.finish("FAILED", {"hptune.state": "failed", "hptune.fail_reason": str(error)})
-        elif isinstance(error, KeyboardInterrupt):
-            # Optuna records the trial as FAIL; queue its parameters so a rerun repeats it.
-            trial.study.enqueue_trial(running.params, user_attrs={RETRY_OF_ATTR: trial.number})
-            run.finish("KILLED", {"hptune.state": "interrupted"})
-        else:
-            run.finish("FAILED", {"hptune.state": "failed", "hptune.fail_reason": repr(error)})
-
-    def complete(self, running: Running, model: torch.nn.Module, result: TrainResult) -> float:
-        """Log a trained trial's outcome and return its objective value."""
-        trial, run = running.trial, running.run
-        value = result.history[-1].metrics[self.config.objective.metric]
-        validation = classification_details(
-            self.val_labels, result.val_predictions, self.splits.classes
-        )
-        history = [(report.epoch, report.metrics) for report in result.history]
-        fit = fit_diagnosis([m for _, m in history])
-        trial.set_user_attr(FIT_ATTR, fit)
-        run.log_outcome(curve_summary([m for _, m in history]), validation, history)
-        run.finish("FINISHED", {"hptune.state": "complete", FIT_ATTR: fit})
-        if _improves(trial.study, value):
-            self.best = BestModel(trial.number, run.run_id, value, model.cpu())
-        return value
-
-
-def best_value(study: optuna.Study) -> float | None:
-    """The best complete trial's value, or None before any trial completed."""
-    try:
-        return study.best_value
-    except ValueError:
-        return None
-
-
-def _improves(study: optuna.Study, value: float) -> bool:
-    """Whether ``value`` beats every complete trial of the study so far."""
-    best = best_value(study)
-    if best is None:
-        return True
-    return value > best if study.direction == optuna.study.StudyDirection.MAXIMIZE else value < best
 
 
 def _finish(

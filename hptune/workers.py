@@ -39,7 +39,7 @@ from hptune.errors import HptuneError
 from hptune.progress import Progress
 
 if TYPE_CHECKING:
-    from hptune.study import BestModel
+    from hptune.objective import BestModel
 
 POLL_S = 1.0  # how often the main process reads the study's progress from storage
 INTERRUPTED = 130  # a worker's exit code after SIGTERM
@@ -127,7 +127,7 @@ def _watch(
     progress: Progress,
 ) -> None:
     """Show the trials finished since ``first`` until every worker has exited."""
-    from hptune.study import best_value
+    from hptune.objective import best_value
 
     done = (
         optuna.trial.TrialState.COMPLETE,

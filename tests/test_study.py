@@ -16,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from hptune import interrupt, storage, study
+from hptune import interrupt, objective, storage, study
 from hptune.attrs import RETRY_OF_ATTR
 from hptune.config import StudyConfig
 from hptune.errors import StudyConflictError
@@ -81,7 +81,7 @@ def test_trial_run_holds_params_and_per_epoch_metrics(
     assert child.data.params["lr"] == str(trial.params["lr"])
     assert child.data.params["hidden_sizes"] == "16"
     assert child.data.params["trial_number"] == "0"
-    assert child.data.params["seed"] == str(study.trial_seed(small_study(tmp_path).train, 0))
+    assert child.data.params["seed"] == str(objective.trial_seed(small_study(tmp_path).train, 0))
     history = tracking.get_metric_history(child.info.run_id, "val/accuracy")
     # One value per epoch at step=epoch, matching what Optuna was told.
     assert [m.step for m in history] == [1, 2]
@@ -145,7 +145,7 @@ def test_interrupted_trial_is_queued_again(
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(study, "train", interrupt)
+        patch.setattr(objective, "train", interrupt)
         with pytest.raises(KeyboardInterrupt):
             study.optimize(small_study(tmp_path))
     # Ctrl-C: the trial's run is KILLED (not left RUNNING), and so is the study's parent run.
