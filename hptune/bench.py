@@ -50,6 +50,7 @@ from hptune.training import (
     EpochReport,
     TrainResult,
     evaluate,
+    flush_denormals,
     precision_name,
     resolve_device,
     train,
@@ -407,6 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be at least 2 (the first epoch is a warm-up)")
+    flush_denormals()  # as hptune.optimize does, for both loops of this process
     report = run(args.device, args.epochs, args.train_subset, args.models.split(","), args.members)
     print(format_table(report))
     if args.json:

@@ -26,7 +26,7 @@ from hptune.progress import Progress
 from hptune.samplers import build_pruner, build_sampler
 from hptune.storage import open_storage, redact, storage_url
 from hptune.tracking import PARENT_RUN_ATTR, StudyTracker, resolve_tracking_uri
-from hptune.training import evaluate, resolve_device
+from hptune.training import evaluate, flush_denormals, resolve_device
 
 GALLERY_SIZE = 8  # test images shown with true vs predicted labels (experiment A)
 
@@ -109,6 +109,7 @@ def optimize(config: StudyConfig) -> StudyResult:
         HptuneError: missing data, absent CUDA, or a stored study that does not fit.
     """
     _quiet_libraries()
+    flush_denormals()  # before torch's first parallel operation (loading the data)
     # Everything that can fail on the user's input runs before anything is written.
     device = resolve_device(config.train.device)
     splits = data.load(config.data, device)
@@ -207,6 +208,7 @@ def work(config: StudyConfig, n_trials: int | None, table: bool, worker: int) ->
     """A worker process's share of a study that ``optimize`` opened (``hptune.workers``): its
     trials under the study's parent run, which the main process ends."""
     _quiet_libraries()
+    flush_denormals()
     device = resolve_device(config.train.device)
     splits = data.load(config.data, device)
     study = open_study(config, worker)

@@ -144,6 +144,21 @@ def native_cpu_bf16() -> bool:
     return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
 
 
+def flush_denormals() -> bool:
+    """Have the CPU flush denormal floats to zero (FTZ/DAZ), as TensorFlow does by default;
+    whether it can. Call it before torch's first parallel operation: its threads copy the
+    setting when they start, and the ones already running keep theirs.
+
+    Adam's first moment of a weight whose gradient stays zero (a dead ReLU unit) shrinks 10x
+    every ~22 steps and sinks into the denormal range, where each operation on it is slow: in
+    B's MLP 3,139 of the 235,146 values were denormal after the second epoch and 9,221 after
+    the fourth, and its epochs took 0.42 s at first and up to 0.55 s by the tenth (2-core Intel
+    Xeon); flushed, every epoch took 0.41 s (10 epochs: 4.98 -> 4.15 s), with the same weights
+    bit for bit after 4 epochs (Adam, AdamW, RMSprop; A's CNN after one).
+    """
+    return torch.set_flush_denormal(True)
+
+
 def compute_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     """The dtype training computes in (bf16), or None for plain fp32 (``train.precision``)."""
     if config.precision == "bf16" or (

@@ -56,6 +56,23 @@ def tracking() -> MlflowClient:
     return MlflowClient()  # MLflow's default store in the test's own folder
 
 
+def test_a_study_flushes_denormals_before_torch_starts_its_threads(
+    tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    def load(*args: object) -> None:
+        calls.append("load the data")  # torch's first parallel operations
+        raise RuntimeError("enough")
+
+    monkeypatch.setattr(study, "flush_denormals", lambda: calls.append("flush"))
+    monkeypatch.setattr(study.data, "load", load)
+    with pytest.raises(RuntimeError, match="enough"):
+        study.optimize(small_study(tmp_path))
+    # Threads copy the setting when they start: it must come first (hptune.training).
+    assert calls == ["flush", "load the data"]
+
+
 def test_rerun_adds_n_trials_to_the_same_study(
     tmp_path: Path, mnist_dir: Path, tracking: MlflowClient
 ) -> None:

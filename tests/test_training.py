@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -247,3 +250,31 @@ def test_cpu_evaluation_batches_keep_each_layer_output_small(mnist_dir: Path) ->
     assert torch.equal(predictions, predictions_whole)
     assert loss.item() == pytest.approx(loss_whole.item(), rel=1e-5)
     assert not cnn.training
+
+
+# A fresh process (the setting is per thread, copied by threads as they start): a product whose
+# values are denormal, computed by torch's two threads; the nonzero results are printed.
+DENORMALS = """
+import sys, torch
+from hptune.training import flush_denormals
+if sys.argv[1] == "flush":
+    assert flush_denormals()
+torch.set_num_threads(2)
+product = torch.full((1 << 22,), 1e-30) * 1e-10  # 1e-40: below float32's normal range
+print(int((product != 0).sum()))
+"""
+
+
+def nonzero_denormals(mode: str) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", DENORMALS, mode], capture_output=True, text=True, check=True
+    )
+    return int(done.stdout)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86's FTZ/DAZ")
+def test_flushed_denormals_are_zero_in_every_thread() -> None:
+    # By default the CPU keeps denormals (and computes slowly with them) ...
+    assert nonzero_denormals("keep") == 1 << 22
+    # ... flushed before torch's threads start, every thread writes zeros.
+    assert nonzero_denormals("flush") == 0
