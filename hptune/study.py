@@ -108,8 +108,7 @@ def optimize(config: StudyConfig) -> StudyResult:
     Raises:
         HptuneError: missing data, absent CUDA, or a stored study that does not fit.
     """
-    _quiet_libraries()
-    flush_denormals()  # before torch's first parallel operation (loading the data)
+    _prepare_process()
     # Everything that can fail on the user's input runs before anything is written.
     device = resolve_device(config.train.device)
     splits = data.load(config.data, device)
@@ -207,8 +206,7 @@ def run_trials(
 def work(config: StudyConfig, n_trials: int | None, table: bool, worker: int) -> BestModel | None:
     """A worker process's share of a study that ``optimize`` opened (``hptune.workers``): its
     trials under the study's parent run, which the main process ends."""
-    _quiet_libraries()
-    flush_denormals()
+    _prepare_process()
     device = resolve_device(config.train.device)
     splits = data.load(config.data, device)
     study = open_study(config, worker)
@@ -233,10 +231,13 @@ def end_study_run(config: StudyConfig, status: str) -> None:
     tracker.close_parent(study.user_attrs[PARENT_RUN_ATTR], status)
 
 
-def _quiet_libraries() -> None:
-    """Trial outcomes are shown by the progress bars and the summary, not by library logs."""
+def _prepare_process() -> None:
+    """What a process that runs trials (``optimize``, a worker's ``work``) sets first: quiet
+    library logs (trial outcomes are shown by the progress bars and the summary), and denormals
+    flushed before torch's first parallel operation, loading the data, starts its threads."""
     optuna.logging.set_verbosity(logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    flush_denormals()
 
 
 def _close_dead_trials(study: optuna.Study, tracker: StudyTracker) -> None:

@@ -56,8 +56,9 @@ def tracking() -> MlflowClient:
     return MlflowClient()  # MLflow's default store in the test's own folder
 
 
+@pytest.mark.parametrize("entry", ["optimize", "worker"])
 def test_a_study_flushes_denormals_before_torch_starts_its_threads(
-    tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch, entry: str
 ) -> None:
     calls: list[str] = []
 
@@ -67,8 +68,12 @@ def test_a_study_flushes_denormals_before_torch_starts_its_threads(
 
     monkeypatch.setattr(study, "flush_denormals", lambda: calls.append("flush"))
     monkeypatch.setattr(study.data, "load", load)
+    config = small_study(tmp_path)
     with pytest.raises(RuntimeError, match="enough"):
-        study.optimize(small_study(tmp_path))
+        if entry == "optimize":
+            study.optimize(config)
+        else:  # a worker process's share of the study (hptune.workers)
+            study.work(config, n_trials=1, table=False, worker=1)
     # Threads copy the setting when they start: it must come first (hptune.training).
     assert calls == ["flush", "load the data"]
 
