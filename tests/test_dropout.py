@@ -12,12 +12,12 @@ from hptune.models import build_model
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 0.9])
 def test_dropout_masks_keep_each_value_with_probability_one_minus_p(
     p: float, dtype: torch.dtype
 ) -> None:
     torch.manual_seed(0)
-    x = torch.empty(1000, 1001, dtype=dtype)  # an odd count: the last 64-bit draw half-used
+    x = torch.empty(1000, 1001, dtype=dtype)  # an odd count: the last 64-bit draw part-used
     mask = dropout_mask(x, p)
     assert mask.shape == x.shape and mask.dtype == dtype
     scale = torch.tensor(1 / (1 - p), dtype=dtype)  # aten's dropout scales in x's dtype
@@ -25,14 +25,30 @@ def test_dropout_masks_keep_each_value_with_probability_one_minus_p(
     kept = (mask > 0).double().mean().item()
     # 1,001,000 draws: the standard error of the kept fraction is below 0.0005.
     assert kept == pytest.approx(1 - p, abs=0.0025)
-    # Values 0, 2, 4, ... come from the low halves of the 64-bit draws, 1, 3, ... from the
-    # high halves: both keep 1 - p.
+    # Each 64-bit draw gives 8 values (one byte each) where 1 - p is a multiple of 1/256
+    # (0.25, 0.5), else 2 (32 bits each): every position within a draw keeps 1 - p.
+    per_draw = 8 if p in (0.25, 0.5) else 2
     flat = mask.flatten() > 0
-    assert flat[0::2].double().mean().item() == pytest.approx(1 - p, abs=0.0035)
-    assert flat[1::2].double().mean().item() == pytest.approx(1 - p, abs=0.0035)
+    for position in range(per_draw):
+        there = flat[position::per_draw]
+        standard_error = (p * (1 - p) / there.numel()) ** 0.5
+        assert there.double().mean().item() == pytest.approx(1 - p, abs=5 * standard_error)
     torch.manual_seed(0)
     assert torch.equal(dropout_mask(x, p), mask)  # the global seed decides it
     assert not torch.equal(dropout_mask(x, p), mask)
+
+
+def test_dropout_masks_take_one_byte_per_value_only_where_a_byte_is_exact() -> None:
+    x = torch.empty(64)
+    # How many 64-bit draws a mask took shows in the generator's next number.
+    for p, draws in ((0.25, 8), (0.5, 8), (0.1, 32), (0.3, 32)):
+        torch.manual_seed(0)
+        dropout_mask(x, p)
+        after = torch.randint(2**62, ()).item()
+        torch.manual_seed(0)
+        torch.empty(draws, dtype=torch.int64).random_(-(2**63), None)
+        # The rule: 64 values take 8 draws where a byte decides exactly, else 32.
+        assert torch.randint(2**62, ()).item() == after
 
 
 def test_fast_dropout_swaps_the_dropouts_of_a_copy_and_leaves_the_model_alone() -> None:
