@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from hptune import batched, cudagraph, data, training
+from hptune import batched, cudagraph, data, device, training
 from hptune.config import DataConfig, ModelConfig, TrainConfig
 from hptune.models import build_model
 
@@ -39,13 +39,13 @@ def cudnn_variants() -> None:
         ("both", True, True),
     ]:
         torch.backends.cudnn.benchmark = benchmark
-        training.CHANNELS_LAST = channels_last
+        device.CHANNELS_LAST = channels_last
         torch.manual_seed(0)
         model = build_model(ModelConfig(family="cnn"), (1, 28, 28), 10).to(CUDA)
         history = training.train(model, splits, TrainConfig(epochs=4, batch_size=64), 0)
         print(f"cnn {name:<16} {median_epoch(history.history):.3f} s/epoch", flush=True)
     torch.backends.cudnn.benchmark = False
-    training.CHANNELS_LAST = True
+    device.CHANNELS_LAST = True
 
 
 def optimizer_kernels() -> None:

@@ -29,19 +29,17 @@ from hptune.allocator import keep_freed_memory
 from hptune.config import TrainConfig
 from hptune.cudagraph import CapturedStep
 from hptune.data import Splits
+from hptune.device import compute_dtype, uses_cuda_graphs
+from hptune.gradients import members_gradient_stats, weight_layers
 from hptune.registry import lookup
 from hptune.training import (
     OPTIMIZERS,
     SCHEDULERS,
     EpochReport,
     TrainResult,
-    compute_dtype,
     eval_batch_size,
     host_report,
-    members_gradient_stats,
     optimizer_options,
-    uses_cuda_graphs,
-    weight_layers,
 )
 
 MemberCallback = Callable[[int, EpochReport], None]

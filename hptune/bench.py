@@ -45,17 +45,9 @@ from torch import nn
 from hptune import data
 from hptune.batched import train_batched
 from hptune.config import DataConfig, ModelConfig, StudyConfig, TrainConfig
+from hptune.device import flush_denormals, precision_name, resolve_device, uses_cuda_graphs
 from hptune.models import build_model
-from hptune.training import (
-    EpochReport,
-    TrainResult,
-    evaluate,
-    flush_denormals,
-    precision_name,
-    resolve_device,
-    train,
-    uses_cuda_graphs,
-)
+from hptune.training import EpochReport, TrainResult, evaluate, train
 
 MODELS = {  # experiment B's MLP and experiment A's CNN, with their batch sizes
     "mlp": (ModelConfig(hidden_sizes=[256, 128]), 128),

@@ -16,18 +16,12 @@ import torch
 from hptune import data, interrupt, space
 from hptune.attrs import FAIL_REASON_ATTR, FIT_ATTR, RETRY_OF_ATTR, RUN_ID_ATTR
 from hptune.config import Choice, StudyConfig, TrainConfig
+from hptune.device import precision_name
 from hptune.metrics import classification_details, curve_summary, fit_diagnosis
 from hptune.models import build_model
 from hptune.progress import Progress
 from hptune.tracking import StudyTracker, TrialRun
-from hptune.training import (
-    Diverged,
-    EpochReport,
-    TrainResult,
-    precision_name,
-    seed_everything,
-    train,
-)
+from hptune.training import Diverged, EpochReport, TrainResult, seed_everything, train
 
 # A trial ending in one of these is a recorded result (a FAILED trial), and the study goes on.
 TRIAL_FAILURES: tuple[type[Exception], ...] = (Diverged, torch.OutOfMemoryError)

@@ -14,7 +14,7 @@ conversions would take ~3 ms). ``tests/test_pooling.py`` checks values and gradi
 log and export keep ``nn.MaxPool2d``. CUDA keeps aten's kernels (its convolutional models run
 in channels-last already).
 
-A model in channels-last (CPU bf16 training: ``hptune.training.uses_channels_last``) pools in
+A model in channels-last (CPU bf16 training: ``hptune.device.uses_channels_last``) pools in
 its own layout, but its gradient comes back through ``Flatten`` in NCHW, and aten's backward
 kernel works in the gradient's layout: it copied the input's gradient to NCHW and back (two
 64 x 64 x 24 x 24 copies per step of A's CNN). Giving it the gradient in channels-last (a copy

@@ -18,6 +18,7 @@ from hptune import data, grid, space
 from hptune.allocator import long_lived_frozen
 from hptune.attrs import FINGERPRINT_ATTR, RUN_ID_ATTR
 from hptune.config import StudyConfig
+from hptune.device import flush_denormals, resolve_device
 from hptune.errors import StudyConflictError
 from hptune.metrics import classification_details
 from hptune.objective import TRIAL_FAILURES, BestModel, Objective
@@ -26,7 +27,7 @@ from hptune.progress import Progress
 from hptune.samplers import build_pruner, build_sampler
 from hptune.storage import open_storage, redact, storage_url
 from hptune.tracking import PARENT_RUN_ATTR, StudyTracker, resolve_tracking_uri
-from hptune.training import evaluate, flush_denormals, resolve_device
+from hptune.training import evaluate
 
 GALLERY_SIZE = 8  # test images shown with true vs predicted labels (experiment A)
 

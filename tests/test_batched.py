@@ -10,17 +10,9 @@ import torch
 from hptune import data
 from hptune.batched import can_batch, train_batched
 from hptune.config import DataConfig, ModelConfig, TrainConfig
+from hptune.gradients import gradient_stats, members_gradient_stats, weight_layers
 from hptune.models import build_model
-from hptune.training import (
-    Diverged,
-    EpochReport,
-    TrainResult,
-    gradient_stats,
-    members_gradient_stats,
-    seed_everything,
-    train,
-    weight_layers,
-)
+from hptune.training import Diverged, EpochReport, TrainResult, seed_everything, train
 
 CPU = torch.device("cpu")
 

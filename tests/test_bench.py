@@ -10,7 +10,7 @@ import torch
 
 from hptune import bench
 from hptune.config import TrainConfig
-from hptune.training import precision_name
+from hptune.device import precision_name
 
 
 def test_benchmark_writes_the_documented_json(

@@ -8,8 +8,9 @@ import torch
 from hptune.config import ModelConfig, TrainConfig
 from hptune.cudagraph import WARMUP_STEPS, GraphedSteps
 from hptune.data import Splits
+from hptune.device import uses_cuda_graphs
 from hptune.models import build_model
-from hptune.training import make_optimizer, train, train_epoch, uses_cuda_graphs
+from hptune.training import make_optimizer, train, train_epoch
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")

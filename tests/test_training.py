@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import platform
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,22 +9,20 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from hptune import data, training
+from hptune import data
 from hptune.config import DataConfig, ModelConfig, TrainConfig
+from hptune.device import compute_dtype, uses_channels_last
 from hptune.models import build_model
 from hptune.training import (
     EVAL_BATCH_SIZE,
     EVAL_CPU_BYTES,
     Diverged,
     EpochReport,
-    compute_dtype,
     eval_batch_size,
     evaluate,
     make_optimizer,
     seed_everything,
     train,
-    uses_channels_last,
-    uses_cuda_graphs,
 )
 
 CPU = torch.device("cpu")
@@ -128,31 +123,6 @@ def test_gradient_flow_matches_the_last_batch_gradients(mnist_dir: Path) -> None
 
 
 @pytest.mark.parametrize(
-    ("precision", "device", "native", "expected"),
-    [
-        ("auto", "cpu", True, torch.bfloat16),
-        ("auto", "cpu", False, None),  # emulated bf16 would be slower than fp32
-        ("auto", "cuda", True, None),  # CUDA trains the graphed fp32 step
-        ("fp32", "cpu", True, None),
-        ("bf16", "cpu", False, torch.bfloat16),
-        ("bf16", "cuda", False, torch.bfloat16),
-    ],
-)
-def test_precision_resolves_per_device(
-    monkeypatch: pytest.MonkeyPatch,
-    precision: str,
-    device: str,
-    native: bool,
-    expected: torch.dtype | None,
-) -> None:
-    monkeypatch.setattr(training, "native_cpu_bf16", lambda: native)
-    config = TrainConfig(precision=precision)  # type: ignore[arg-type]
-    assert compute_dtype(config, torch.device(device)) == expected
-    # bf16 on CUDA trains eagerly (a bf16 compute copy): a graph would fix the fp32 step.
-    assert uses_cuda_graphs(config, torch.device("cuda")) == (precision != "bf16")
-
-
-@pytest.mark.parametrize(
     ("model_config", "precision", "channels_last"),
     [
         (ModelConfig(family="cnn"), "bf16", True),  # oneDNN's bf16 convolutions work in NHWC
@@ -250,31 +220,3 @@ def test_cpu_evaluation_batches_keep_each_layer_output_small(mnist_dir: Path) ->
     assert torch.equal(predictions, predictions_whole)
     assert loss.item() == pytest.approx(loss_whole.item(), rel=1e-5)
     assert not cnn.training
-
-
-# A fresh process (the setting is per thread, copied by threads as they start): a product whose
-# values are denormal, computed by torch's two threads; the nonzero results are printed.
-DENORMALS = """
-import sys, torch
-from hptune.training import flush_denormals
-if sys.argv[1] == "flush":
-    assert flush_denormals()
-torch.set_num_threads(2)
-product = torch.full((1 << 22,), 1e-30) * 1e-10  # 1e-40: below float32's normal range
-print(int((product != 0).sum()))
-"""
-
-
-def nonzero_denormals(mode: str) -> int:
-    done = subprocess.run(
-        [sys.executable, "-c", DENORMALS, mode], capture_output=True, text=True, check=True
-    )
-    return int(done.stdout)
-
-
-@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86's FTZ/DAZ")
-def test_flushed_denormals_are_zero_in_every_thread() -> None:
-    # By default the CPU keeps denormals (and computes slowly with them) ...
-    assert nonzero_denormals("keep") == 1 << 22
-    # ... flushed before torch's threads start, every thread writes zeros.
-    assert nonzero_denormals("flush") == 0

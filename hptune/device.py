@@ -1,0 +1,91 @@
+"""Where and how training computes: the device, the precision, the convolutions' memory layout,
+and the CPU's handling of denormal floats. Nothing here knows Optuna or MLflow.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hptune.config import TrainConfig
+from hptune.cudagraph import GRAPH_OPTIMIZERS
+from hptune.errors import HptuneError
+
+# NHWC convolutions on CUDA: A's CNN epoch 0.583 -> 0.560 s on an H100 (graphed, batch 64;
+# examples/gpu_probes.py). On the CPU in bf16 (oneDNN's bf16 convolutions work in NHWC and
+# reorder NCHW tensors at every call), the same weights bit for bit, and on a 2-core Intel Xeon
+# with AMX A's CNN 1.10x and experiment D's 2-block ConvNet 1.58x faster per epoch
+# (examples/cpu_probes.py --channels-last); on AMD Zen 5 A's CNN was within noise. CPU fp32
+# keeps NCHW: mixed results (A's CNN 2-4% slower), and other numbers.
+CHANNELS_LAST = True
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is a user error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise HptuneError(
+            "train.device=cuda but no CUDA device is available (torch.cuda.is_available() is "
+            "False); use --device cpu or auto"
+        )
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX tiles).
+
+    Elsewhere bf16 is emulated and slower than fp32. (torch exposes this only privately.)
+    """
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
+def flush_denormals() -> bool:
+    """Have the CPU flush denormal floats to zero (FTZ/DAZ), as TensorFlow does by default;
+    whether it can. Call it before torch's first parallel operation: its threads copy the
+    setting when they start, and the ones already running keep theirs.
+
+    Adam's first moment of a weight whose gradient stays zero (a dead ReLU unit) shrinks 10x
+    every ~22 steps and sinks into the denormal range, where each operation on it is slow: in
+    B's MLP 3,139 of the 235,146 values were denormal after the second epoch and 9,221 after
+    the fourth, and its epochs took 0.42 s at first and up to 0.55 s by the tenth (2-core Intel
+    Xeon); flushed, every epoch took 0.41 s (10 epochs: 4.98 -> 4.15 s), with the same weights
+    bit for bit after 4 epochs (Adam, AdamW, RMSprop; A's CNN after one).
+    """
+    return torch.set_flush_denormal(True)
+
+
+def compute_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The dtype training computes in (bf16), or None for plain fp32 (``train.precision``)."""
+    if config.precision == "bf16" or (
+        config.precision == "auto" and device.type == "cpu" and native_cpu_bf16()
+    ):
+        return torch.bfloat16
+    return None
+
+
+def precision_name(config: TrainConfig, device: torch.device) -> str:
+    """``bf16`` or ``fp32``: what ``train.precision`` resolves to on ``device``."""
+    return "fp32" if compute_dtype(config, device) is None else "bf16"
+
+
+def uses_cuda_graphs(config: TrainConfig, device: torch.device) -> bool:
+    """Whether ``train`` replays captured steps: on CUDA, when enabled, in fp32, for optimizers
+    that can be captured."""
+    return (
+        device.type == "cuda"
+        and config.cuda_graphs
+        and config.optimizer in GRAPH_OPTIMIZERS
+        and compute_dtype(config, device) is None
+    )
+
+
+def uses_channels_last(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> bool:
+    """Whether ``train`` puts ``model`` in channels-last memory format: a convolutional model on
+    CUDA, or on the CPU computing in bf16 (``CHANNELS_LAST``)."""
+    return (
+        CHANNELS_LAST
+        and (device.type == "cuda" or dtype == torch.bfloat16)
+        and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    )
