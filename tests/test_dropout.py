@@ -59,10 +59,37 @@ def test_fast_dropout_swaps_the_dropouts_of_a_copy_and_leaves_the_model_alone() 
         nn.Dropout,
     ]
     assert [layer.p for layer in fast if isinstance(layer, MaskDropout)] == [0.25, 0.5]
-    # Every other layer is shared: training the copy trains the model.
-    assert all(a is b for a, b in zip(model, fast, strict=True) if not isinstance(b, MaskDropout))
+    # Every other layer is shared, in order: training the copy trains the model.
+    kept = [layer for layer in fast if not isinstance(layer, MaskDropout)]
+    others = [layer for layer in model if type(layer) is not nn.Dropout]
+    assert all(a is b for a, b in zip(kept, others, strict=True))
     no_dropout = build_model(ModelConfig(hidden_sizes=[8]), (1, 4, 4), 2)
     assert fast_dropout(no_dropout) is no_dropout
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_a_dropout_before_flatten_moves_after_it_with_the_same_numbers(
+    layout: torch.memory_format,
+) -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(family="cnn"), (1, 28, 28), 10).to(memory_format=layout)
+    fast = fast_dropout(model)
+    names = [type(layer).__name__ for layer in fast]
+    # A's CNN: pool, dropout 0.25, flatten -> pool, flatten, dropout 0.25.
+    assert names[4:7] == ["MaxPool2d", "Flatten", "MaskDropout"]
+    in_place = nn.Sequential(
+        *[MaskDropout(layer.p) if type(layer) is nn.Dropout else layer for layer in model]
+    )
+    x = torch.randn(8, 1, 28, 28).to(memory_format=layout)
+    results = []
+    for net in (in_place, fast):
+        torch.manual_seed(1)  # the same draws for both
+        out = net(x)
+        grads = torch.autograd.grad(out.square().sum(), list(model.parameters()))
+        results.append((out, grads))
+    # The same masks on the same values: equal outputs and gradients, bit for bit.
+    assert torch.equal(results[0][0], results[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1], strict=True))
 
 
 def test_mask_dropout_is_the_identity_in_eval_mode() -> None:
