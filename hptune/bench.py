@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from hptune import data
@@ -47,6 +46,7 @@ from hptune.batched import train_batched
 from hptune.config import DataConfig, ModelConfig, StudyConfig, TrainConfig
 from hptune.device import flush_denormals, precision_name, resolve_device, uses_cuda_graphs
 from hptune.models import build_model
+from hptune.reference import reference_epoch, reference_loaders, reference_study
 from hptune.training import EpochReport, TrainResult, evaluate, train
 
 MODELS = {  # experiment B's MLP and experiment A's CNN, with their batch sizes
@@ -55,50 +55,6 @@ MODELS = {  # experiment B's MLP and experiment A's CNN, with their batch sizes
 }
 LEARNING_RATES = (3e-4, 1e-3, 3e-3, 1e-2)  # the study-throughput trials (B's MLP, Adam)
 WORKERS = 2  # worker processes in the study-throughput run with ``workers``
-
-
-def reference_loaders(
-    train_subset: int | None, batch_size: int
-) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader]:
-    """The seed experiments' input pipeline: PIL images transformed one sample at a time."""
-    from torchvision import datasets, transforms
-
-    root = str(data.locate(DataConfig()))
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
-    train_set: torch.utils.data.Dataset = datasets.FashionMNIST(root, True, transform=transform)
-    if train_subset:
-        train_set = torch.utils.data.Subset(train_set, range(train_subset))
-    test_set = datasets.FashionMNIST(root, False, transform=transform)
-    return (
-        torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True),
-        torch.utils.data.DataLoader(test_set, batch_size=1000),
-    )
-
-
-def reference_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    loaders: tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader],
-    device: torch.device,
-) -> float:
-    """One epoch written by hand: ``.item()`` per batch, then test accuracy."""
-    model.train()
-    running = 0.0
-    for images, labels in loaders[0]:
-        images, labels = images.to(device), labels.to(device)
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(images), labels)
-        loss.backward()
-        optimizer.step()
-        running += loss.item()
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for images, labels in loaders[1]:
-            predicted = model(images.to(device)).argmax(1)
-            correct += (predicted == labels.to(device)).sum().item()
-            total += len(labels)
-    return correct / total
 
 
 def compare_model(name: str, device: torch.device, epochs: int, train_subset: int | None) -> dict:
@@ -179,28 +135,15 @@ def _peak_memory_mb(device: torch.device) -> float:
 def study_throughput(device: torch.device, epochs: int, train_subset: int | None) -> dict:
     """Trial-epochs per second for four flagship-style trials (B's MLP, Adam, one learning
     rate each): hptune one trial at a time, hptune with ``batch_trials: 4``, the reference."""
-    import mlflow
-    import optuna
-
     import hptune
 
-    def config(
-        name: str, batch_trials: int, n_trials: int = len(LEARNING_RATES), workers: int = 1
-    ) -> StudyConfig:
-        return StudyConfig.model_validate(
-            {
-                "name": name,
-                "n_trials": n_trials,
-                "batch_trials": batch_trials,
-                "workers": workers,
-                "sampler": {"name": "grid"},
-                "pruner": {"name": "none"},
-                "data": {"train_subset": train_subset},
-                "model": {"hidden_sizes": [256, 128]},
-                "train": {"epochs": epochs, "device": device.type},
-                "search_space": {"lr": {"type": "categorical", "choices": list(LEARNING_RATES)}},
-            }
-        )
+    def run(
+        name: str, batch_trials: int = 1, n_trials: int = len(LEARNING_RATES), workers: int = 1
+    ) -> tuple[Any, float]:
+        """The study's result and its wall time in seconds."""
+        config = study_config(name, device, epochs, train_subset, batch_trials, n_trials, workers)
+        started = time.perf_counter()
+        return hptune.optimize(config), time.perf_counter() - started
 
     with tempfile.TemporaryDirectory() as folder:
         previous = Path.cwd()
@@ -208,41 +151,14 @@ def study_throughput(device: torch.device, epochs: int, train_subset: int | None
         try:
             # One untimed trial first: the stores' creation and first imports are paid once
             # per folder, not by whichever timed run comes first.
-            hptune.optimize(config("warm_up", 1, n_trials=1))
-            started = time.perf_counter()
-            result = hptune.optimize(config("bench", 1))
-            hptune_s = time.perf_counter() - started
+            run("warm_up", n_trials=1)
+            result, hptune_s = run("bench")
             overhead_pct, overhead_ms = trial_overhead(result)
-            started = time.perf_counter()
-            hptune.optimize(config("bench_batched", len(LEARNING_RATES)))
-            batched_s = time.perf_counter() - started
-            started = time.perf_counter()
-            hptune.optimize(config("bench_workers", 1, workers=WORKERS))
-            workers_s = time.perf_counter() - started
-
-            mlflow.set_tracking_uri(result.tracking_uri)  # the same, already created store
-            loaders = reference_loaders(train_subset, 128)
-
-            def objective(trial: optuna.Trial) -> float:
-                lr = trial.suggest_categorical("lr", list(LEARNING_RATES))
-                model = build_model(ModelConfig(hidden_sizes=[256, 128]), (1, 28, 28), 10)
-                model = model.to(device)
-                optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-                with mlflow.start_run():
-                    mlflow.log_params(trial.params)
-                    for epoch in range(epochs):
-                        accuracy = reference_epoch(model, optimizer, loaders, device)
-                        mlflow.log_metric("accuracy", accuracy, step=epoch)
-                        trial.report(accuracy, epoch)
-                return accuracy
-
-            sampler = optuna.samplers.GridSampler({"lr": list(LEARNING_RATES)})
-            started = time.perf_counter()
-            optuna.create_study(direction="maximize", sampler=sampler).optimize(
-                objective, n_trials=len(LEARNING_RATES)
+            batched_s = run("bench_batched", batch_trials=len(LEARNING_RATES))[1]
+            workers_s = run("bench_workers", workers=WORKERS)[1]
+            reference_s = reference_study(
+                device, epochs, train_subset, result.tracking_uri, LEARNING_RATES
             )
-            reference_s = time.perf_counter() - started
-            mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
         finally:
             os.chdir(previous)
     trial_epochs = len(LEARNING_RATES) * epochs
@@ -258,6 +174,32 @@ def study_throughput(device: torch.device, epochs: int, train_subset: int | None
         "trial_overhead_pct": overhead_pct,
         "trial_overhead_ms": overhead_ms,
     }
+
+
+def study_config(
+    name: str,
+    device: torch.device,
+    epochs: int,
+    train_subset: int | None,
+    batch_trials: int,
+    n_trials: int,
+    workers: int,
+) -> StudyConfig:
+    """The study-throughput study: a grid over ``LEARNING_RATES`` for B's MLP, no pruning."""
+    return StudyConfig.model_validate(
+        {
+            "name": name,
+            "n_trials": n_trials,
+            "batch_trials": batch_trials,
+            "workers": workers,
+            "sampler": {"name": "grid"},
+            "pruner": {"name": "none"},
+            "data": {"train_subset": train_subset},
+            "model": {"hidden_sizes": [256, 128]},
+            "train": {"epochs": epochs, "device": device.type},
+            "search_space": {"lr": {"type": "categorical", "choices": list(LEARNING_RATES)}},
+        }
+    )
 
 
 def trial_overhead(result: Any) -> tuple[float, float]:
