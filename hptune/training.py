@@ -139,23 +139,11 @@ def train(
     device = splits.train_x.device
     if device.type == "cpu":
         keep_freed_memory()  # no page faults for the same blocks every step
-    graphed = uses_cuda_graphs(config, device)
     dtype = compute_dtype(config, device)
     if uses_channels_last(model, device, dtype):
         model.to(memory_format=torch.channels_last)
     x, y, batch_size = splits.train_x, splits.train_y, config.batch_size
-    steps: GraphedSteps | FlatSteps | None = None
-    if graphed:
-        optimizer = make_optimizer(model.parameters(), config, capturable=True)
-        steps = GraphedSteps(model, optimizer, x, y, batch_size)
-    elif FlatSteps.supports(model):
-        images = splits.train_x_in(dtype)  # (each step then gathers bf16 rows: half the bytes)
-        steps = FlatSteps(
-            model, partial(make_optimizer, config=config), images, y, batch_size, dtype
-        )
-        optimizer = steps.optimizer
-    else:  # a model with buffers: plain eager steps, bf16 under autocast
-        optimizer = make_optimizer(model.parameters(), config)
+    steps, optimizer = make_steps(model, splits, config, dtype)
     scheduler = lookup(SCHEDULERS, config.scheduler, "scheduler")(optimizer, config.epochs)
     generator = torch.Generator(device=device).manual_seed(seed)
     val_labels = splits.val_y.cpu().numpy()  # host copy once, for macro scores each epoch
@@ -195,6 +183,25 @@ def train(
         if isinstance(steps, FlatSteps):
             steps.release()
     return TrainResult(history, predictions)
+
+
+def make_steps(
+    model: nn.Module, splits: Splits, config: TrainConfig, dtype: torch.dtype | None
+) -> tuple[GraphedSteps | FlatSteps | None, torch.optim.Optimizer]:
+    """The fastest training steps that take ``model``, and their optimizer: replayed CUDA graphs,
+    else flat steps (``hptune.flat``), else None (``train_epoch``'s plain eager steps, for
+    models with buffers; bf16 under autocast)."""
+    x, y, batch_size = splits.train_x, splits.train_y, config.batch_size
+    if uses_cuda_graphs(config, x.device):
+        optimizer = make_optimizer(model.parameters(), config, capturable=True)
+        return GraphedSteps(model, optimizer, x, y, batch_size), optimizer
+    if FlatSteps.supports(model):
+        images = splits.train_x_in(dtype)  # (each step then gathers bf16 rows: half the bytes)
+        steps = FlatSteps(
+            model, partial(make_optimizer, config=config), images, y, batch_size, dtype
+        )
+        return steps, steps.optimizer
+    return None, make_optimizer(model.parameters(), config)
 
 
 def epoch_report(
