@@ -17,7 +17,7 @@ import optuna
 from hptune import data, grid, space
 from hptune.allocator import long_lived_frozen
 from hptune.attrs import FINGERPRINT_ATTR, RUN_ID_ATTR
-from hptune.config import StudyConfig
+from hptune.config import Choice, StudyConfig
 from hptune.device import flush_denormals, resolve_device
 from hptune.errors import StudyConflictError
 from hptune.metrics import classification_details
@@ -118,35 +118,12 @@ def optimize(config: StudyConfig) -> StudyResult:
     study = open_study(config)
     tracker = StudyTracker(config.experiment_name, resolve_tracking_uri(config.tracking.uri))
     parent = tracker.open_parent(
-        study.user_attrs.get(PARENT_RUN_ATTR),
-        config.name,
-        {
-            "hptune.sampler": grid.table_kind(config) or config.sampler.name,
-            "hptune.pruner": config.pruner.name,
-            "hptune.validation": (
-                "test set"
-                if config.data.validation == "test"
-                else f"split {config.data.val_fraction:g} of the training set"
-            ),
-            "hptune.storage": redact(storage_url(config.storage)),
-            "hptune.version": _version(),
-            **({"mlflow.source.git.commit": commit} if (commit := _git_commit(config)) else {}),
-        },
-        config.source,
+        study.user_attrs.get(PARENT_RUN_ATTR), config.name, _parent_tags(config), config.source
     )
     study.set_user_attr(PARENT_RUN_ATTR, parent)
     _close_dead_trials(study, tracker)
     rows = grid.table(config) if grid.is_exhaustive(config) else None
-    n_trials = config.n_trials
-    if rows is not None:
-        # A table's default is "every row not run yet"; an explicit n_trials runs fewer.
-        if config.batch_trials > 1:  # rows that can share a stacked model, side by side
-            from hptune.batchrun import group_rows
-
-            rows = group_rows(config, rows)
-        queued = grid.enqueue_table(study, rows)
-        explicit = grid.explicit_n_trials(config)
-        n_trials = queued if explicit is None else min(explicit, queued)
+    n_trials = config.n_trials if rows is None else _enqueue_rows(study, config, rows)
     table = rows is not None
     status = "FAILED"
     try:
@@ -177,6 +154,36 @@ def optimize(config: StudyConfig) -> StudyResult:
             result, configurations=len(keys), configurations_run=len(keys & done)
         )
     return result
+
+
+def _parent_tags(config: StudyConfig) -> dict[str, str]:
+    """What the study's parent run says of how it runs: sampler, pruner, validation, storage,
+    hptune's version and the study file's git commit (when in a repository)."""
+    commit = _git_commit(config)
+    return {
+        "hptune.sampler": grid.table_kind(config) or config.sampler.name,
+        "hptune.pruner": config.pruner.name,
+        "hptune.validation": (
+            "test set"
+            if config.data.validation == "test"
+            else f"split {config.data.val_fraction:g} of the training set"
+        ),
+        "hptune.storage": redact(storage_url(config.storage)),
+        "hptune.version": _version(),
+        **({"mlflow.source.git.commit": commit} if commit else {}),
+    }
+
+
+def _enqueue_rows(study: optuna.Study, config: StudyConfig, rows: list[dict[str, Choice]]) -> int:
+    """Queue a table's rows not run yet; how many trials to run: all of them, or fewer with an
+    explicit ``n_trials``."""
+    if config.batch_trials > 1:  # rows that can share a stacked model, side by side
+        from hptune.batchrun import group_rows
+
+        rows = group_rows(config, rows)
+    queued = grid.enqueue_table(study, rows)
+    explicit = grid.explicit_n_trials(config)
+    return queued if explicit is None else min(explicit, queued)
 
 
 def run_trials(
