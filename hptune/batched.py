@@ -76,17 +76,8 @@ def train_batched(
     device = splits.train_x.device
     if device.type == "cpu":
         keep_freed_memory()
-    groups = [
-        {
-            "params": list(model.parameters()),
-            "lr": config.lr,
-            **({} if config.weight_decay is None else {"weight_decay": config.weight_decay}),
-        }
-        for model, config in zip(models, configs, strict=True)
-    ]
     graphed = uses_cuda_graphs(first, device)
-    options = optimizer_options(first.optimizer, device, capturable=graphed)
-    optimizer = lookup(OPTIMIZERS, first.optimizer, "optimizer")(groups, lr=first.lr, **options)
+    optimizer = _members_optimizer(models, configs, device, graphed)
     scheduler = lookup(SCHEDULERS, first.scheduler, "scheduler")(optimizer, first.epochs)
     generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
     stacked = _Stacked(models)
@@ -107,10 +98,10 @@ def train_batched(
         val_losses, val_predictions = _evaluate(
             stacked, splits.val_x, splits.val_y, active, steps.dtype
         )
-        # Every member's numbers in one host sync, as training.epoch_report does for one model.
         gradients = members_gradient_stats([layers[k] for k in active])
         gradient_names = list(gradients)
         val_correct = (val_predictions == splits.val_y).sum(dim=1)
+        # Every member's numbers in one host sync, as training.epoch_report does for one model.
         numbers = torch.stack([losses, correct, val_losses, val_correct, *gradients.values()], 1)
         rows, host_predictions = numbers.tolist(), val_predictions.cpu().numpy()
         seconds = time.perf_counter() - started  # the batch's epoch, not the members' logging
@@ -139,6 +130,27 @@ def train_batched(
         TrainResult(histories[k], predictions[k]) if outcome is None else outcome
         for k, outcome in enumerate(outcomes)
     ]
+
+
+def _members_optimizer(
+    models: Sequence[nn.Module],
+    configs: Sequence[TrainConfig],
+    device: torch.device,
+    graphed: bool,
+) -> torch.optim.Optimizer:
+    """One optimizer over every member: a parameter group each, with the member's own learning
+    rate and weight decay (its own state, as each parameter has)."""
+    groups = [
+        {
+            "params": list(model.parameters()),
+            "lr": config.lr,
+            **({} if config.weight_decay is None else {"weight_decay": config.weight_decay}),
+        }
+        for model, config in zip(models, configs, strict=True)
+    ]
+    first = configs[0]
+    options = optimizer_options(first.optimizer, device, capturable=graphed)
+    return lookup(OPTIMIZERS, first.optimizer, "optimizer")(groups, lr=first.lr, **options)
 
 
 class _Stacked:
