@@ -27,16 +27,19 @@ WINDOWS: list[dict[str, Any]] = [
 @pytest.mark.parametrize(
     "window", WINDOWS, ids=lambda w: ",".join(f"{k}={v}" for k, v in w.items())
 )
+@pytest.mark.parametrize("relu", [False, True], ids=["pool", "relu-pool"])
 def test_channels_last_pooling_is_max_pool2d_bit_for_bit(
-    window: dict[str, Any], dtype: torch.dtype, layout: torch.memory_format
+    relu: bool, window: dict[str, Any], dtype: torch.dtype, layout: torch.memory_format
 ) -> None:
     torch.manual_seed(0)
     # Small integers: most windows hold ties, so the gradient shows which maximum was taken
-    # (the first, in both kernels); a NaN counts as the maximum in both.
+    # (the first, in both kernels); a NaN counts as the maximum in both. After a ReLU the
+    # negatives are tied zeros, whose gradient ReLU's backward stops.
     x = torch.randint(-2, 3, (4, 6, 11, 13)).to(dtype)
     x[0, 0, 0, 0] = x[1, 2, 5, 7] = float("nan")
     x = x.contiguous(memory_format=layout)
-    reference, pool = nn.MaxPool2d(**window), ChannelsLastMaxPool2d(nn.MaxPool2d(**window))
+    pool = ChannelsLastMaxPool2d(nn.MaxPool2d(**window), relu=relu)
+    reference = nn.Sequential(*[nn.ReLU()] * relu, nn.MaxPool2d(**window))
     # An NCHW gradient, as Flatten hands back to a channels-last model's last pooling.
     grad = torch.randn(reference(x).shape).to(dtype)
     outputs, grads = [], []
@@ -70,11 +73,20 @@ def test_fast_max_pool_swaps_the_pools_of_a_copy_and_leaves_the_model_alone() ->
     model = build_model(ModelConfig(family="convnet", conv_blocks=2), (1, 28, 28), 10)
     fast = fast_max_pool(model)
     assert [type(layer) for layer in model].count(nn.MaxPool2d) == 2
-    assert [type(layer) for layer in fast].count(ChannelsLastMaxPool2d) == 2
-    # Every other layer is shared: training the copy trains the model.
-    assert all(
-        a is b for a, b in zip(model, fast, strict=True) if not isinstance(b, ChannelsLastMaxPool2d)
-    )
+    # Each block's ReLU goes into its pooling.
+    pools = [layer for layer in fast if isinstance(layer, ChannelsLastMaxPool2d)]
+    assert [pool.relu for pool in pools] == [True, True]
+    assert len(fast) == len(model) - 2
+    # Every other layer is shared, in order: training the copy trains the model.
+    pooled = [i for i, layer in enumerate(model) if type(layer) is nn.MaxPool2d]
+    gone = set(pooled) | {i - 1 for i in pooled}  # each pooling and the ReLU before it
+    kept = [layer for layer in fast if not isinstance(layer, ChannelsLastMaxPool2d)]
+    others = [layer for i, layer in enumerate(model) if i not in gone]
+    assert all(a is b for a, b in zip(kept, others, strict=True))
+    # A's CNN: only the ReLU right before the pooling goes in.
+    cnn = fast_max_pool(build_model(ModelConfig(family="cnn"), (1, 28, 28), 10))
+    names = [type(layer).__name__ for layer in cnn]
+    assert names[:4] == ["Conv2d", "ReLU", "Conv2d", "ChannelsLastMaxPool2d"]
     mlp = build_model(ModelConfig(hidden_sizes=[8]), (1, 4, 4), 2)
     assert fast_max_pool(mlp) is mlp
     with_indices = nn.Sequential(nn.MaxPool2d(2, return_indices=True))
