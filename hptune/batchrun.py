@@ -22,6 +22,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from hptune import interrupt
 from hptune.batched import SHARED_FIELDS, train_batched
 from hptune.config import Choice, StudyConfig
 from hptune.objective import TRIAL_FAILURES, Objective, Running, best_value
@@ -78,8 +79,9 @@ class _Batch:
                     self.heartbeats.discard(trial)
                     self.study.tell(trial, state=TrialState.FAIL)
                     raise
-            for group in _groups(self.members):
-                self._train(group)
+            with interrupt.allowed():  # a stop request raises in training, where it is handled
+                for group in _groups(self.members):
+                    self._train(group)
         except BaseException as error:  # an interrupt, or a bug: every member left ends with it
             for member in self.members:
                 if member.trial.number not in self.told:

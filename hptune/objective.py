@@ -121,14 +121,15 @@ class Objective:
         running = self.begin(trial)
         self.progress.trial_started(trial.number, running.config.train.epochs)
         try:
-            model = self.build(running)
-            result = train(
-                model,
-                self.splits,
-                running.config.train,
-                running.seed,
-                lambda report: self.report(running, report),
-            )
+            with interrupt.allowed():  # a stop request raises here, where it is handled
+                model = self.build(running)
+                result = train(
+                    model,
+                    self.splits,
+                    running.config.train,
+                    running.seed,
+                    lambda report: self.report(running, report),
+                )
         except BaseException as error:
             self.record_error(running, error)
             raise

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import optuna
 
-from hptune import data, grid, space
+from hptune import data, grid, interrupt, space
 from hptune.allocator import long_lived_frozen
 from hptune.attrs import FINGERPRINT_ATTR, RUN_ID_ATTR
 from hptune.config import Choice, StudyConfig
@@ -193,19 +193,24 @@ def run_trials(
     trials stop when its queue is empty. Returns the best complete trial trained here."""
     config = objective.config
     try:
-        if n_trials != 0 and config.batch_trials > 1:
-            from hptune.batchrun import optimize_batched
+        # A stop request raises only inside a trial's training (hptune.interrupt.held).
+        with interrupt.held():
+            if n_trials != 0 and config.batch_trials > 1:
+                from hptune.batchrun import optimize_batched
 
-            limit = sys.maxsize if n_trials is None else n_trials
-            optimize_batched(study, objective, limit, config.timeout, config.batch_trials, table)
-        elif n_trials != 0:
-            study.optimize(
-                objective,
-                n_trials=n_trials,
-                timeout=config.timeout,
-                catch=TRIAL_FAILURES,
-                callbacks=[grid.stop_when_queue_empty] if table else [],
-            )
+                limit = sys.maxsize if n_trials is None else n_trials
+                optimize_batched(
+                    study, objective, limit, config.timeout, config.batch_trials, table
+                )
+            elif n_trials != 0:
+                study.optimize(
+                    objective,
+                    n_trials=n_trials,
+                    timeout=config.timeout,
+                    catch=TRIAL_FAILURES,
+                    callbacks=[grid.stop_when_queue_empty] if table else [],
+                )
+        interrupt.check()  # one that came while the last trial's outcome was stored
     finally:
         objective.progress.close()
     return objective.best

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -278,6 +279,36 @@ def test_a_lost_interrupt_still_stops_the_study(
     # The first epoch's report raised it again: the trial stopped and was queued again.
     stored = optuna.load_study(study_name="small", storage=storage.storage_url(None))
     assert [t.state for t in stored.trials] == [TrialState.FAIL, TrialState.WAITING]
+
+
+@pytest.mark.parametrize("batch_trials", [1, 2])
+def test_a_stop_right_after_optunas_ask_still_queues_the_trial_again(
+    tmp_path: Path,
+    mnist_dir: Path,
+    tracking: MlflowClient,
+    monkeypatch: pytest.MonkeyPatch,
+    stop_requested: None,
+    batch_trials: int,
+) -> None:
+    ask = optuna.Study.ask
+
+    def ask_then_signal(self: optuna.Study, *args: Any, **kwargs: Any) -> optuna.Trial:
+        trial = ask(self, *args, **kwargs)  # stored RUNNING ...
+        interrupt.stop(signal.SIGTERM, None)  # ... and SIGTERM arrives before the objective
+        return trial
+
+    monkeypatch.setattr(optuna.Study, "ask", ask_then_signal)
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(small_study(tmp_path, overrides=(f"batch_trials={batch_trials}",)))
+    # Held until the trials' training began, the stop ended them as Ctrl-C does: failed, their
+    # parameters queued again, their runs KILLED. Raised at once, it left a trial RUNNING.
+    stored = optuna.load_study(study_name="small", storage=storage.storage_url(None))
+    states = [t.state for t in stored.trials]
+    assert states == [TrialState.FAIL] * batch_trials + [TrialState.WAITING] * batch_trials
+    asked, queued = stored.trials[:batch_trials], stored.trials[batch_trials:]
+    assert [t.system_attrs["fixed_params"] for t in queued] == [t.params for t in asked]
+    statuses = {(r.info.status, r.data.tags["hptune.state"]) for r in runs(tracking, "trial")}
+    assert statuses == {("KILLED", "interrupted")}
 
 
 def test_a_resumed_study_does_not_replay_its_random_draws(tmp_path: Path, mnist_dir: Path) -> None:
