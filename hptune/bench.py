@@ -157,7 +157,7 @@ def study_throughput(device: torch.device, epochs: int, train_subset: int | None
             batched_s = run("bench_batched", batch_trials=len(LEARNING_RATES))[1]
             workers_s = run("bench_workers", workers=WORKERS)[1]
             reference_s = reference_study(
-                device, epochs, train_subset, result.tracking_uri, LEARNING_RATES
+                device, epochs, train_subset, result.tracking_uri, LEARNING_RATES, *MODELS["mlp"]
             )
         finally:
             os.chdir(previous)
@@ -186,6 +186,7 @@ def study_config(
     workers: int,
 ) -> StudyConfig:
     """The study-throughput study: a grid over ``LEARNING_RATES`` for B's MLP, no pruning."""
+    model_config, batch_size = MODELS["mlp"]
     return StudyConfig.model_validate(
         {
             "name": name,
@@ -195,8 +196,8 @@ def study_config(
             "sampler": {"name": "grid"},
             "pruner": {"name": "none"},
             "data": {"train_subset": train_subset},
-            "model": {"hidden_sizes": [256, 128]},
-            "train": {"epochs": epochs, "device": device.type},
+            "model": model_config,
+            "train": {"epochs": epochs, "batch_size": batch_size, "device": device.type},
             "search_space": {"lr": {"type": "categorical", "choices": list(LEARNING_RATES)}},
         }
     )

@@ -68,19 +68,21 @@ def reference_study(
     train_subset: int | None,
     tracking_uri: str,
     learning_rates: Sequence[float],
+    model_config: ModelConfig,
+    batch_size: int,
 ) -> float:
-    """Seconds for a grid of B's MLP over ``learning_rates`` the way Optuna's PyTorch example
-    runs it, logging params and each epoch's accuracy to MLflow (``tracking_uri``: an existing
-    store)."""
+    """Seconds for a grid of ``model_config``'s model (Adam) over ``learning_rates`` the way
+    Optuna's PyTorch example runs it, logging params and each epoch's accuracy to MLflow
+    (``tracking_uri``: an existing store)."""
     import mlflow
     import optuna
 
     mlflow.set_tracking_uri(tracking_uri)
-    loaders = reference_loaders(train_subset, 128)
+    loaders = reference_loaders(train_subset, batch_size)
 
     def objective(trial: optuna.Trial) -> float:
         lr = trial.suggest_categorical("lr", list(learning_rates))
-        model = build_model(ModelConfig(hidden_sizes=[256, 128]), (1, 28, 28), 10).to(device)
+        model = build_model(model_config, (1, 28, 28), 10).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         with mlflow.start_run():
             mlflow.log_params(trial.params)

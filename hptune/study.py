@@ -134,8 +134,8 @@ def optimize(config: StudyConfig) -> StudyResult:
                 best = run_workers(config, study, n_trials, table)
             else:
                 progress = Progress(n_trials, config.train.epochs)
-                running = Objective(config, splits, device, tracker, parent, progress)
-                best = run_trials(study, running, n_trials, table)
+                objective = Objective(config, splits, device, tracker, parent, progress)
+                best = run_trials(study, objective, n_trials, table)
             tracker.flush()  # every trial's run stored before the study's summary is written
             _finish(study, config, splits, tracker, parent, best)
         status = "FINISHED"
