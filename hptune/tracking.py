@@ -13,6 +13,7 @@ the next write or at the flush.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +26,7 @@ from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from hptune.plots import confusion_matrix_figure
+from hptune.plots import confusion_matrix_png
 from hptune.storage import use_wal
 
 PARENT_RUN_ATTR = "hptune.mlflow_parent_run_id"  # kept in the Optuna study's user attributes
@@ -251,8 +252,11 @@ def log_classification(
     raw = {"classes": classes, "matrix": matrix}
     client.log_dict(run_id, raw, f"{prefix}confusion_matrix.json")
     client.log_dict(run_id, details["per_class"], f"{prefix}per_class.json")
-    figure = confusion_matrix_figure(matrix, classes, f"Confusion matrix ({label})")
-    client.log_figure(run_id, figure, f"{prefix}confusion_matrix.png")
+    png = confusion_matrix_png(matrix, classes, f"Confusion matrix ({label})")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder, f"{prefix}confusion_matrix.png")
+        path.write_bytes(png)
+        client.log_artifact(run_id, str(path))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from hptune.models import build_model
 from hptune.studyfile import load_study_file
 from hptune.tracking import StudyTracker
 from tests.conftest import study_yaml
+from tests.test_plots import full_draw
 
 STUDY = """name: tracked
 n_trials: 3
@@ -86,6 +87,10 @@ def test_each_complete_trial_has_its_outcome(finished: study.StudyResult) -> Non
         matrix = json.loads(local.read_text())
         # Rows are true classes of the 40 validation images; class names come along.
         assert np.array(matrix["matrix"]).sum() == 40 and len(matrix["classes"]) == 10
+        # The figure is the one of these counts.
+        png = Path(client.download_artifacts(child.info.run_id, "confusion_matrix.png"))
+        title = "Confusion matrix (validation)"
+        assert png.read_bytes() == full_draw(matrix["matrix"], matrix["classes"], title)
         metrics = child.data.metrics
         # Experiment B's summary numbers, computed from the logged curve.
         history = client.get_metric_history(child.info.run_id, "val/accuracy")

@@ -21,7 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from hptune.plots import confusion_matrix_figure
+from hptune.plots import confusion_matrix_png
 from hptune.report.collect import BestData, ReportData, TrialData
 
 TOP_K = 8  # curves drawn in colour; the rest are faint grey
@@ -204,7 +204,7 @@ def lr_schedule(best: BestData) -> bytes:
 
 
 def confusion(details: dict, title: str) -> bytes:
-    return png(confusion_matrix_figure(details["matrix"], details["classes"], title))
+    return confusion_matrix_png(details["matrix"], details["classes"], title)
 
 
 def _optuna(
