@@ -37,6 +37,15 @@ class BestModel:
     model: torch.nn.Module
 
 
+class StudyStopped(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the study's trials; ``best`` is the best complete trial this
+    process (or its workers) trained before, so that its model is still logged."""
+
+    def __init__(self, best: BestModel | None) -> None:
+        super().__init__()
+        self.best = best
+
+
 def trial_seed(config: TrainConfig, number: int) -> int:
     """The trial's seed: derived from the study seed and trial number, or the study seed."""
     if not config.seed_per_trial:

@@ -21,7 +21,7 @@ from hptune.config import Choice, StudyConfig
 from hptune.device import flush_denormals, resolve_device
 from hptune.errors import StudyConflictError
 from hptune.metrics import classification_details
-from hptune.objective import TRIAL_FAILURES, BestModel, Objective
+from hptune.objective import TRIAL_FAILURES, BestModel, Objective, StudyStopped
 from hptune.plots import gallery_figure
 from hptune.progress import Progress
 from hptune.samplers import build_pruner, build_sampler
@@ -139,8 +139,10 @@ def optimize(config: StudyConfig) -> StudyResult:
             tracker.flush()  # every trial's run stored before the study's summary is written
             _finish(study, config, splits, tracker, parent, best)
         status = "FINISHED"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         status = "KILLED"
+        if isinstance(stop, StudyStopped):  # (not a stop during set-up or the final logging)
+            _finish_stopped(study, config, splits, tracker, parent, stop.best)
         raise
     finally:
         tracker.close_parent(parent, status)
@@ -211,6 +213,8 @@ def run_trials(
                     callbacks=[grid.stop_when_queue_empty] if table else [],
                 )
         interrupt.check()  # one that came while the last trial's outcome was stored
+    except KeyboardInterrupt as stop:
+        raise StudyStopped(objective.best) from stop
     finally:
         objective.progress.close()
     return objective.best
@@ -230,8 +234,13 @@ def work(config: StudyConfig, n_trials: int | None, table: bool, worker: int) ->
     try:
         with long_lived_frozen():
             return run_trials(study, objective, n_trials, table)
+    except StudyStopped:
+        raise
+    except KeyboardInterrupt as stop:  # one right after the trials: their best still goes on
+        raise StudyStopped(objective.best) from stop
     finally:
-        tracker.close()  # every trial's run stored before the main process summarizes
+        with interrupt.held():  # every trial's run stored before the main process summarizes
+            tracker.close()
 
 
 def end_study_run(config: StudyConfig, status: str) -> None:
@@ -265,6 +274,26 @@ def _close_dead_trials(study: optuna.Study, tracker: StudyTracker) -> None:
             tracker.close_orphan(run_id, "the process running this trial died")
 
 
+def _finish_stopped(
+    study: optuna.Study,
+    config: StudyConfig,
+    splits: data.Splits,
+    tracker: StudyTracker,
+    parent: str,
+    best: BestModel | None,
+) -> None:
+    """After Ctrl-C or SIGTERM, what the end of a run records (``_finish``): a study stopped
+    after hours keeps its best model, which a later run would log only if it trained a new best.
+    A second Ctrl-C skips it; an error in it is printed and the stop goes on."""
+    try:
+        tracker.flush()
+        _finish(study, config, splits, tracker, parent, best, stopped=True)
+    except KeyboardInterrupt:
+        print("the study's best model was not logged (stopped again)", file=sys.stderr)
+    except Exception as error:
+        print(f"the study's best model was not logged: {error}", file=sys.stderr)
+
+
 def _finish(
     study: optuna.Study,
     config: StudyConfig,
@@ -272,6 +301,7 @@ def _finish(
     tracker: StudyTracker,
     parent: str,
     best: BestModel | None,
+    stopped: bool = False,
 ) -> None:
     """Record the study's best on the parent run; if this process trained it, log and register
     its model and evaluate it once on the held-out test set."""
@@ -283,6 +313,9 @@ def _finish(
     tracker.log_best(parent, study.best_value, best_trial.params, run_id, len(complete))
     if best is None or best.number != best_trial.number:
         return  # logged by the process that trained it
+    if stopped:
+        note = f"stopping: logging trial {best.number}'s model, the study's best (Ctrl-C: skip)"
+        print(note, file=sys.stderr, flush=True)
     example = splits.test_x[:2].cpu().numpy()  # batch of 2: export keeps the batch dim dynamic
     tracker.log_model(run_id, best.model, example, config.tracking.registered_model or config.name)
     model = best.model.to(splits.test_x.device)

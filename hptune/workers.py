@@ -71,9 +71,12 @@ def run_workers(
     with its model if one of them trained it, else None.
 
     Raises:
-        KeyboardInterrupt: interrupted (Ctrl-C, SIGTERM), here or in a worker.
+        StudyStopped: interrupted (Ctrl-C, SIGTERM), here or in a worker; with the study's
+            best trial and its model if a worker of this run trained it.
         HptuneError: a worker stopped on an error (its traceback is on stderr).
     """
+    from hptune.objective import StudyStopped
+
     threads = threads_per_worker(config.workers)
     first = len(study.get_trials(deepcopy=False))
     progress = Progress(n_trials, config.train.epochs)
@@ -86,13 +89,13 @@ def run_workers(
                 processes.append(_start(handoff, index, share, table, threads))
             _watch(study, processes, first, progress)
         except KeyboardInterrupt:
-            _stop(processes)
-            raise
+            _stop(processes)  # each saves its best trial's model before it exits
+            raise StudyStopped(_best_model(study, handoff)) from None
         finally:
             progress.close()
         codes = {index: process.returncode for index, process in enumerate(processes, start=1)}
         if INTERRUPTED in codes.values():  # a worker was stopped from outside
-            raise KeyboardInterrupt
+            raise StudyStopped(_best_model(study, handoff))
         failed = [
             f"worker {index} exited with code {code}" for index, code in codes.items() if code
         ]
@@ -196,14 +199,26 @@ def main(argv: list[str] | None = None) -> None:
     with imports_frozen():
         from hptune.study import end_study_run, work
 
+    best: BestModel | None = None
     try:
         best = work(config, args.n_trials, args.table, args.index)
-    except KeyboardInterrupt:
+        with interrupt.held():
+            _save_best(best, args.handoff)
+    except KeyboardInterrupt as stop:  # the main process sends one SIGTERM, at any point
         if orphaned.is_set():  # the main process was killed, so it cannot end the study's run
             end_study_run(config, "KILLED")
+        else:  # the main process logs the study's best model, also after a stop
+            _save_best(getattr(stop, "best", best), args.handoff)
         sys.exit(INTERRUPTED)
+
+
+def _save_best(best: BestModel | None, handoff: Path) -> None:
+    """This worker's best complete trial, with its model, for the main process (written whole
+    or not at all)."""
     if best is not None:
-        torch.save(best, args.handoff / f"{best.number}.pt")
+        partial = handoff / f"{best.number}.pt.partial"
+        torch.save(best, partial)
+        partial.replace(handoff / f"{best.number}.pt")
 
 
 if __name__ == "__main__":

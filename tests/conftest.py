@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hptune import interrupt
 from hptune.data import IDX_FILES
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -29,6 +30,13 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     # The CLI's imports freeze the heap for the rest of a command's process
     # (hptune.allocator); CLI tests run the command in this one, which lives on.
     gc.unfreeze()
+
+
+@pytest.fixture
+def stop_requested() -> Iterator[None]:
+    """For tests that request a stop (``interrupt.stop``) in this process, which lives on."""
+    yield
+    interrupt._requested.clear()
 
 
 def write_idx(

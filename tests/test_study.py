@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +181,60 @@ def test_interrupted_trial_is_queued_again(
     assert again.user_attrs[RETRY_OF_ATTR] == 0
 
 
+def interrupt_trial(number: int) -> Any:
+    """``train``, but Ctrl-C in the trial with this (0-based) number, at its training's start."""
+    real, calls = objective.train, 0
+
+    def train(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == number + 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    return train
+
+
+def test_a_stopped_study_still_logs_its_best_model(
+    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(objective, "train", interrupt_trial(1))
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(small_study(tmp_path, overrides=("n_trials=3",)))
+    # Trial 0 completed, trial 1 was interrupted: the study's run ends KILLED, but with what the
+    # end of a run records: the best trial, its registered model and its test evaluation.
+    (parent,) = runs(tracking, "study")
+    assert parent.info.status == "KILLED"
+    statuses = {r.data.tags["hptune.trial"]: r for r in runs(tracking, "trial")}
+    assert {k: r.info.status for k, r in statuses.items()} == {"0": "FINISHED", "1": "KILLED"}
+    assert parent.data.tags["best_trial_run_id"] == statuses["0"].info.run_id
+    assert 0 <= parent.data.metrics["test/accuracy"] <= 1
+    (version,) = tracking.search_model_versions("name = 'small'")
+    assert version.run_id == statuses["0"].info.run_id
+
+
+def test_a_second_stop_skips_logging_the_best_model(
+    tmp_path: Path,
+    mnist_dir: Path,
+    tracking: MlflowClient,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def interrupted_again(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(objective, "train", interrupt_trial(1))
+    monkeypatch.setattr(study.StudyTracker, "log_model", interrupted_again)
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(small_study(tmp_path, overrides=("n_trials=3",)))
+    assert "trial 0's model, the study's best" in capsys.readouterr().err
+    # The best trial is still named on the study's run; its model was not logged.
+    (parent,) = runs(tracking, "study")
+    assert parent.info.status == "KILLED" and "best_trial_run_id" in parent.data.tags
+    assert "test/accuracy" not in parent.data.metrics
+    assert tracking.search_model_versions("name = 'small'") == []
+
+
 def running_trials(database: Path) -> int:
     """Running trials with a heartbeat and an MLflow run: a read-only peek at the worker's
     storage (creating tables from here would race the worker)."""
@@ -224,9 +277,24 @@ def wait_for_exit(worker: subprocess.Popen[bytes], timeout: float = 90) -> int:
     try:
         return worker.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
+        for child in child_processes(worker.pid):  # its own workers (--workers) first
+            os.kill(child, signal.SIGABRT)
         worker.send_signal(signal.SIGABRT)
         worker.wait(timeout=30)
         pytest.fail(f"the worker did not exit within {timeout} s; its stacks are printed above")
+
+
+def child_processes(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux's /proc; none elsewhere)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+        if parent == pid:
+            children.append(int(stat.parent.name))
+    return children
 
 
 def test_killed_process_trial_is_failed_and_rerun(
@@ -256,12 +324,6 @@ def test_sigterm_stops_like_ctrl_c(tmp_path: Path, mnist_dir: Path, tracking: Ml
     assert [t.state for t in stored.trials] == [TrialState.FAIL, TrialState.WAITING]
     (run,) = runs(tracking, "trial")
     assert run.info.status == "KILLED" and run.data.tags["hptune.state"] == "interrupted"
-
-
-@pytest.fixture
-def stop_requested() -> Iterator[None]:
-    yield
-    interrupt._requested.clear()  # this process goes on with other tests
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the lost one

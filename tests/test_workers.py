@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from hptune import storage, study
+from hptune import interrupt, storage, study
 from hptune.attrs import RUN_ID_ATTR
+from hptune.objective import StudyStopped
 from hptune.workers import shares
+from tests.conftest import study_yaml
 from tests.test_batchrun import GRID
-from tests.test_study import runs, small_study, start_worker_in_a_trial, wait_for_exit
+from tests.test_study import (
+    PRUNED_AT_EPOCH_1,
+    runs,
+    small_study,
+    start_worker_in_a_trial,
+    wait_for_exit,
+)
 
 TAKE_QUEUED = """
 import json, sys
@@ -116,6 +127,79 @@ def test_sigterm_stops_every_worker_and_the_study_continues(
     interrupted = {t.params["lr"] for t in stored.trials if t.state == TrialState.FAIL}
     complete = [t for t in result.study.trials if t.state == TrialState.COMPLETE]
     assert {t.params["lr"] for t in complete} == interrupted and len(complete) == 2
+
+
+# Each worker's share is two rows: a one-epoch row, then one that runs until it is stopped.
+FAST_THEN_STOPPED = """name: small
+data: {dataset: mnist, val_fraction: 0.2}
+model: {width: 16, depth: 1}
+train: {batch_size: 32}
+pruner: {name: none}
+configurations:
+  - {lr: 0.01, epochs: 1}
+  - {lr: 0.03, epochs: 1}
+  - {lr: 0.02, epochs: 100000}
+  - {lr: 0.04, epochs: 100000}
+"""
+
+
+def trial_states(database: Path) -> list[str]:
+    """The stored trials' states, read-only (as ``running_trials``)."""
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+            return [row[0] for row in connection.execute("SELECT state FROM trials")]
+    except sqlite3.OperationalError:  # not created yet
+        return []
+
+
+def test_a_stopped_study_with_workers_logs_its_best_model(
+    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient
+) -> None:
+    path = study_yaml(tmp_path / "small.yaml", FAST_THEN_STOPPED)
+    main = subprocess.Popen(
+        [sys.executable, "-m", "hptune", "optimize", str(path), "--workers", "2"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "PYTHONFAULTHANDLER": "1"},
+    )
+    deadline = time.monotonic() + 90
+    while not (
+        (states := trial_states(Path("mlruns/optuna.db"))).count("COMPLETE") == 2
+        and "RUNNING" in states
+    ):
+        if time.monotonic() > deadline or main.poll() is not None:
+            main.kill()
+            pytest.fail(f"the one-epoch rows did not complete: {states}")
+        time.sleep(0.5)
+    main.send_signal(signal.SIGTERM)
+    assert wait_for_exit(main) == 130
+    # The best of the two complete rows, trained by a worker (which may still have been
+    # running its long row), has its model registered from its own run, as at a normal end.
+    (parent,) = runs(tracking, "study")
+    assert parent.info.status == "KILLED"
+    best_run = parent.data.tags["best_trial_run_id"]
+    (version,) = tracking.search_model_versions("name = 'small'")
+    assert version.run_id == best_run
+    assert 0 <= parent.data.metrics["test/accuracy"] <= 1
+
+
+def test_a_worker_stopped_right_after_its_trials_still_hands_over_its_best(
+    tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch, stop_requested: None
+) -> None:
+    # The study and its run, as the main process opens them (its one trial pruned).
+    study.optimize(small_study(tmp_path, PRUNED_AT_EPOCH_1, ("n_trials=1",)))
+    config = small_study(tmp_path, overrides=("n_trials=1",))
+    run_trials = study.run_trials
+
+    def then_stopped(*args: Any, **kwargs: Any) -> Any:
+        best = run_trials(*args, **kwargs)
+        interrupt.stop(signal.SIGTERM, None)  # the main process's SIGTERM, just too late
+        return best
+
+    monkeypatch.setattr(study, "run_trials", then_stopped)
+    with pytest.raises(StudyStopped) as stopped:
+        study.work(config, 1, False, 1)
+    # The worker's trial (number 1) completed, the study's first: the stop carries it along.
+    assert stopped.value.best is not None and stopped.value.best.number == 1
 
 
 def test_workers_stop_when_the_main_process_is_killed(
