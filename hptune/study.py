@@ -258,8 +258,23 @@ def _prepare_process() -> None:
     library logs (trial outcomes are shown by the progress bars and the summary), and denormals
     flushed before torch's first parallel operation, loading the data, starts its threads."""
     optuna.logging.set_verbosity(logging.WARNING)
+    for handler in logging.getLogger("optuna").handlers:  # (Optuna's own, on its root logger)
+        if not any(isinstance(f, _NoTracebackForStops) for f in handler.filters):
+            handler.addFilter(_NoTracebackForStops())
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     flush_denormals()
+
+
+class _NoTracebackForStops(logging.Filter):
+    """Optuna logs every failed trial with its traceback. For a stop (Ctrl-C, SIGTERM) and a
+    recorded failure (divergence, out of memory) the one-line reason is the news: a traceback
+    would look like a crash. Other errors keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, (KeyboardInterrupt, *TRIAL_FAILURES)):
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 def _close_dead_trials(study: optuna.Study, tracker: StudyTracker) -> None:

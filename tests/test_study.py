@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import signal
 import sqlite3
@@ -49,6 +51,16 @@ def runs(tracking: MlflowClient, role: str) -> list:
         [e.experiment_id for e in tracking.search_experiments()],
         filter_string=f"tags.`hptune.role` = '{role}'",
     )
+
+
+@pytest.fixture
+def optuna_log(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
+    """What Optuna's own log handler writes (to the stderr of its first use, otherwise)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # (creates the handler)
+    buffer = io.StringIO()
+    for handler in logging.getLogger("optuna").handlers:
+        monkeypatch.setattr(handler, "stream", buffer)
+    return buffer
 
 
 @pytest.fixture
@@ -127,7 +139,7 @@ def test_changed_search_space_is_refused_and_writes_nothing(
 
 
 def test_diverging_trial_is_recorded_failed_and_the_study_goes_on(
-    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient
+    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient, optuna_log: io.StringIO
 ) -> None:
     text = (
         SMALL.replace(
@@ -145,6 +157,10 @@ def test_diverging_trial_is_recorded_failed_and_the_study_goes_on(
     assert "loss is not finite" in failed.user_attrs["fail_reason"]
     (run,) = [r for r in runs(tracking, "trial") if r.info.status == "FAILED"]
     assert "loss is not finite" in run.data.tags["hptune.fail_reason"]
+    # Optuna's log says why in one line; a traceback would look like a crash.
+    log = optuna_log.getvalue()
+    assert "failed with parameters" in log and "loss is not finite" in log
+    assert "Traceback" not in log
 
 
 def test_pruned_trial_ends_killed_with_its_epoch_and_curves(
@@ -161,7 +177,11 @@ def test_pruned_trial_ends_killed_with_its_epoch_and_curves(
 
 
 def test_interrupted_trial_is_queued_again(
-    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    mnist_dir: Path,
+    tracking: MlflowClient,
+    monkeypatch: pytest.MonkeyPatch,
+    optuna_log: io.StringIO,
 ) -> None:
     def interrupt(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
@@ -170,6 +190,8 @@ def test_interrupted_trial_is_queued_again(
         patch.setattr(objective, "train", interrupt)
         with pytest.raises(KeyboardInterrupt):
             study.optimize(small_study(tmp_path))
+    log = optuna_log.getvalue()  # Optuna's log of the failed trial: one line, no traceback
+    assert "KeyboardInterrupt" in log and "Traceback" not in log
     # Ctrl-C: the trial's run is KILLED (not left RUNNING), and so is the study's parent run.
     assert {r.info.status for r in runs(tracking, "trial")} == {"KILLED"}
     assert {r.info.status for r in runs(tracking, "study")} == {"KILLED"}
