@@ -10,6 +10,8 @@ import dataclasses
 import logging
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import optuna
@@ -142,7 +144,9 @@ def optimize(config: StudyConfig) -> StudyResult:
     except KeyboardInterrupt as stop:
         status = "KILLED"
         if isinstance(stop, StudyStopped):  # (not a stop during set-up or the final logging)
-            _finish_stopped(study, config, splits, tracker, parent, stop.best)
+            with _after_a_stop():
+                tracker.flush()
+                _finish(study, config, splits, tracker, parent, stop.best, stopped=True)
         raise
     finally:
         tracker.close_parent(parent, status)
@@ -289,20 +293,13 @@ def _close_dead_trials(study: optuna.Study, tracker: StudyTracker) -> None:
             tracker.close_orphan(run_id, "the process running this trial died")
 
 
-def _finish_stopped(
-    study: optuna.Study,
-    config: StudyConfig,
-    splits: data.Splits,
-    tracker: StudyTracker,
-    parent: str,
-    best: BestModel | None,
-) -> None:
-    """After Ctrl-C or SIGTERM, what the end of a run records (``_finish``): a study stopped
-    after hours keeps its best model, which a later run would log only if it trained a new best.
-    A second Ctrl-C skips it; an error in it is printed and the stop goes on."""
+@contextmanager
+def _after_a_stop() -> Iterator[None]:
+    """What runs after Ctrl-C or SIGTERM: the end of the run (``_finish``), so that a study
+    stopped after hours keeps its best model, which a later run would log only if it trained a
+    new best. A second Ctrl-C skips it; an error in it is printed, and the stop goes on."""
     try:
-        tracker.flush()
-        _finish(study, config, splits, tracker, parent, best, stopped=True)
+        yield
     except KeyboardInterrupt:
         print("the study's best model was not logged (stopped again)", file=sys.stderr)
     except Exception as error:
