@@ -210,17 +210,19 @@ def confusion(details: dict, title: str) -> bytes:
 def _optuna(
     plot: Callable[..., Any], data: ReportData, size: tuple[float, float] = (10, 5.5)
 ) -> bytes:
-    with warnings.catch_warnings():
+    # Optuna's plots switch the process's style to ggplot (plt.style.use): kept to them here,
+    # it would otherwise restyle every figure drawn after them (report figures, trial PNGs).
+    with warnings.catch_warnings(), matplotlib.rc_context():
         warnings.simplefilter("ignore")  # ExperimentalWarning on every matplotlib plot
         try:
             result = plot(data.study)
         except (ValueError, RuntimeError, ZeroDivisionError) as error:
             raise Unavailable(f"Optuna could not draw it: {error}") from None
-    axes = result.flat[0] if isinstance(result, np.ndarray) else result
-    figure = axes.get_figure()
-    figure.set_size_inches(*size)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        axes = result.flat[0] if isinstance(result, np.ndarray) else result
+        figure = axes.get_figure()
+        figure.set_size_inches(*size)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
     plt.close(figure)
