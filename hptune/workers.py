@@ -11,7 +11,8 @@ records the best trial and evaluates its model on the test set, as a single proc
 Each worker runs its share of ``n_trials`` (of a table: of its queued rows) through
 ``hptune.study.work``, with its own sampler seed. Ctrl-C or SIGTERM reach the main process,
 which sends SIGTERM to each worker once: a worker stops like an interrupted single process (its
-running trial queued again, its run KILLED) and the study can be continued.
+running trial queued again, its run KILLED) and hands over its best complete trial, whose model
+the main process logs as at a normal end; the study can be continued.
 """
 
 from __future__ import annotations
