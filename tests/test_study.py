@@ -17,6 +17,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
+from sqlalchemy.exc import OperationalError
 
 from hptune import interrupt, objective, storage, study
 from hptune.attrs import RETRY_OF_ATTR
@@ -58,7 +59,9 @@ def optuna_log(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
     """What Optuna's own log handler writes (to the stderr of its first use, otherwise)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # (creates the handler)
     buffer = io.StringIO()
-    for handler in logging.getLogger("optuna").handlers:
+    streams = [h for h in logging.getLogger("optuna").handlers if type(h) is logging.StreamHandler]
+    assert streams, logging.getLogger("optuna").handlers
+    for handler in streams:  # (not pytest's own handlers, where its logging plugin runs)
         monkeypatch.setattr(handler, "stream", buffer)
     return buffer
 
@@ -403,6 +406,50 @@ def test_a_resumed_study_does_not_replay_its_random_draws(tmp_path: Path, mnist_
     # The second run's sampler is seeded from the study's history, not the file's seed alone,
     # so it does not draw the first run's learning rates again.
     assert len(set(learning_rates)) == 4
+
+
+def locked_once(monkeypatch: pytest.MonkeyPatch, method: str, message: str) -> list[int]:
+    """Make Optuna's RDB ``method`` fail once as a rolled-back commit whose cause is ``message``
+    from SQLite; returns the list of attempts (one entry each)."""
+    real = getattr(optuna.storages.RDBStorage, method)
+    attempts: list[int] = []
+
+    def flaky(self: Any, *args: Any, **kwargs: Any) -> Any:
+        attempts.append(1)
+        if len(attempts) == 1:
+            cause = OperationalError("UPDATE trials ...", {}, sqlite3.OperationalError(message))
+            raise optuna.exceptions.StorageInternalError("during the commit") from cause
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, method, flaky)
+    return attempts
+
+
+@pytest.mark.parametrize("method", ["set_trial_state_values", "set_trial_intermediate_value"])
+def test_a_trial_write_that_finds_sqlite_locked_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    stored = optuna.create_study(storage=storage.open_storage(f"sqlite:///{tmp_path}/s.db"))
+    trial = stored.ask()
+    attempts = locked_once(monkeypatch, method, "database is locked")
+    trial.report(0.5, 1)
+    stored.tell(trial, 1.0)
+    # The write failed once ("locked" at once, as SQLite answers a stale transaction), then
+    # went through: the trial is complete with its report.
+    assert len(attempts) == 2
+    (done,) = stored.get_trials()
+    assert done.state == TrialState.COMPLETE and done.intermediate_values == {1: 0.5}
+
+
+def test_other_storage_errors_are_not_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored = optuna.create_study(storage=storage.open_storage(f"sqlite:///{tmp_path}/s.db"))
+    trial = stored.ask()
+    attempts = locked_once(monkeypatch, "set_trial_state_values", "disk I/O error")
+    with pytest.raises(optuna.exceptions.StorageInternalError):
+        stored.tell(trial, 1.0)
+    assert len(attempts) == 1
 
 
 def test_hptune_sqlite_files_use_wal_and_other_sqlite_files_are_left_alone(
