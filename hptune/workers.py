@@ -217,10 +217,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def _nothing_left_to_stop() -> None:
     """Ignore SIGTERM from here on: the worker only exits. A stop raised during the
-    interpreter's shutdown (atexit handlers, thread joins) is at best an "Exception ignored"
-    message. (One run in ~100 of the stopped-workers test hung with the main process waiting
-    for a worker that had finished its trials; its stacks were not captured, and a stop during
-    its teardown is the likely place.)"""
+    interpreter's shutdown would land in atexit handlers and thread joins, whose locks it could
+    leave half taken (see ``Objective.report``)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 

@@ -24,6 +24,7 @@ from hptune.attrs import RETRY_OF_ATTR
 from hptune.config import StudyConfig
 from hptune.errors import StudyConflictError
 from hptune.studyfile import load_study_file
+from hptune.tracking import TrialRun
 from tests.conftest import study_yaml
 
 SMALL = """name: small
@@ -396,6 +397,31 @@ def test_a_stop_right_after_optunas_ask_still_queues_the_trial_again(
     assert [t.system_attrs["fixed_params"] for t in queued] == [t.params for t in asked]
     statuses = {(r.info.status, r.data.tags["hptune.state"]) for r in runs(tracking, "trial")}
     assert statuses == {("KILLED", "interrupted")}
+
+
+def test_a_stop_during_an_epochs_logging_lets_it_finish_then_stops_the_trial(
+    tmp_path: Path,
+    mnist_dir: Path,
+    tracking: MlflowClient,
+    monkeypatch: pytest.MonkeyPatch,
+    stop_requested: None,
+) -> None:
+    log_epoch = TrialRun.log_epoch
+
+    def signalled_inside(self: TrialRun, epoch: int, metrics: Any) -> None:
+        interrupt.stop(signal.SIGTERM, None)  # the signal lands inside the epoch's writes ...
+        log_epoch(self, epoch, metrics)  # ... which still run whole
+
+    monkeypatch.setattr(TrialRun, "log_epoch", signalled_inside)
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(small_study(tmp_path))
+    # Raised there, a stop could leave a threading lock half taken (a worker hung so). Held,
+    # the first epoch is logged, and the stop then ends the trial as Ctrl-C does.
+    (run,) = runs(tracking, "trial")
+    assert [m.step for m in tracking.get_metric_history(run.info.run_id, "train/loss")] == [1]
+    assert run.info.status == "KILLED" and run.data.tags["hptune.state"] == "interrupted"
+    stored = optuna.load_study(study_name="small", storage=storage.storage_url(None))
+    assert [t.state for t in stored.trials] == [TrialState.FAIL, TrialState.WAITING]
 
 
 def test_a_resumed_study_does_not_replay_its_random_draws(tmp_path: Path, mnist_dir: Path) -> None:
