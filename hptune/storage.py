@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import sqlite3
 import threading
 import time
@@ -29,7 +30,6 @@ from typing import Any, TypeVar
 
 import optuna
 from filelock import FileLock
-from optuna.distributions import BaseDistribution
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._cached_storage import _CachedStorage  # what Optuna wraps RDB storages in
 from optuna.trial import FrozenTrial, TrialState
@@ -108,6 +108,17 @@ def _retried_when_locked(call: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
+def _retried(name: str) -> Callable[..., Any]:
+    """The ``RDBStorage`` method ``name`` (looked up at each call, as ``super()`` would)
+    through ``_retried_when_locked``."""
+
+    @functools.wraps(getattr(RDBStorage, name))
+    def retried(*args: Any, **kwargs: Any) -> Any:
+        return _retried_when_locked(lambda: getattr(RDBStorage, name)(*args, **kwargs))
+
+    return retried
+
+
 class _SQLiteStorage(RDBStorage):
     """Optuna's RDB storage on SQLite: its trial writes are retried when the file is locked
     (``_retried_when_locked``), and its WAITING -> RUNNING step (taking a queued trial) holds a
@@ -117,43 +128,20 @@ class _SQLiteStorage(RDBStorage):
         super().__init__(url, **options)
         self._take_lock = FileLock(f"{path}.take.lock")
 
+    create_new_trial = _retried("create_new_trial")
+    set_trial_param = _retried("set_trial_param")
+    set_trial_intermediate_value = _retried("set_trial_intermediate_value")
+    set_trial_user_attr = _retried("set_trial_user_attr")
+    set_trial_system_attr = _retried("set_trial_system_attr")
+    _set_state = _retried("set_trial_state_values")
+
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
-        def write() -> bool:
-            return super(_SQLiteStorage, self).set_trial_state_values(trial_id, state, values)
-
         if state != TrialState.RUNNING:
-            return _retried_when_locked(write)
+            return self._set_state(trial_id, state, values)
         with self._take_lock:
-            return _retried_when_locked(write)
-
-    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        return _retried_when_locked(
-            lambda: super(_SQLiteStorage, self).create_new_trial(study_id, template_trial)
-        )
-
-    def set_trial_param(
-        self, trial_id: int, name: str, value: float, distribution: BaseDistribution
-    ) -> None:
-        _retried_when_locked(
-            lambda: super(_SQLiteStorage, self).set_trial_param(trial_id, name, value, distribution)
-        )
-
-    def set_trial_intermediate_value(self, trial_id: int, step: int, value: float) -> None:
-        _retried_when_locked(
-            lambda: super(_SQLiteStorage, self).set_trial_intermediate_value(trial_id, step, value)
-        )
-
-    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        _retried_when_locked(
-            lambda: super(_SQLiteStorage, self).set_trial_user_attr(trial_id, key, value)
-        )
-
-    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        _retried_when_locked(
-            lambda: super(_SQLiteStorage, self).set_trial_system_attr(trial_id, key, value)
-        )
+            return self._set_state(trial_id, state, values)
 
 
 class TrialCache(_CachedStorage):
