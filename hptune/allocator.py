@@ -12,7 +12,11 @@ validation images, ``training.train`` for four epochs, two processes each way): 
 faults per epoch before, 88,000 of them in validation; none after the first epoch. Validation
 0.18-0.32 -> 0.10-0.13 s, epochs 3.45-3.93 -> 3.43-3.75 s. Where allocation sizes change more
 (two models alternating in one process, as in a benchmark), faults ran to 5,000 per CNN step
-and the steps took 1.2-1.4x as long.
+and the steps took 1.2-1.4x as long. Where the heap's free space is fragmented, glibc still
+grows it by one block now and then: evaluating A's CNN on 500 images 200 times (2-core Intel
+Xeon), the heap grew by a 16 MB block (~4,000 faults) at most twice after the second
+evaluation; which evaluations, if any, depends on the address-space layout and the hash seed,
+so it varies from run to run (~23,000 faults in every evaluation by default).
 
 **The garbage collector.** Python's cyclic collector looks at every tracked object in each full
 collection, and importing torch, optuna, mlflow and their dependencies leaves ~760,000 of them:

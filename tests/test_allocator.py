@@ -14,8 +14,8 @@ import pytest
 
 from hptune.allocator import imports_frozen, long_lived_frozen
 
-# A fresh process each way (the thresholds are process-wide): A's CNN evaluates 500 images four
-# times in bf16; the page faults of the last evaluation are printed.
+# A fresh process each way (the thresholds are process-wide): A's CNN evaluates 500 images in
+# bf16, twice to warm up, then ten times; the page faults of each of the ten are printed.
 SCRIPT = """
 import resource, sys, torch
 from hptune.allocator import keep_freed_memory
@@ -27,26 +27,35 @@ if sys.argv[1] == "keep":
 torch.manual_seed(0)
 model = build_model(ModelConfig(family="cnn"), (1, 28, 28), 10)
 x, y = torch.randn(500, 1, 28, 28), torch.randint(0, 10, (500,))
-for _ in range(4):
+faults = []
+for _ in range(12):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     evaluate(model, x, y, dtype=torch.bfloat16)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(*faults[2:])
 """
 
 
-def page_faults(mode: str) -> int:
+def page_faults(mode: str) -> list[int]:
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True, check=True
     )
-    return int(done.stdout)
+    return [int(n) for n in done.stdout.split()]
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 def test_kept_memory_is_reused_without_page_faults() -> None:
     # By default glibc maps the ~9-17 MB layer outputs afresh (or trims them off its heap)
-    # and faults their pages in again on every evaluation (~24,000 faults here).
-    assert page_faults("default") > 5000
-    assert page_faults("keep") < 100
+    # and faults their pages in again on every evaluation (~23,000 faults here).
+    default = page_faults("default")
+    assert min(default) > 5000
+    # Kept, they are reused: most evaluations fault no page. Where the heap's free space is
+    # fragmented, glibc still grows it by one block now and then (~4,000 faults; where depends
+    # on the address-space layout, so it varies from run to run: at most twice in 200
+    # evaluations measured). Ten evaluations fault fewer pages than one did by default.
+    kept = page_faults("keep")
+    assert sum(kept) < min(default)
+    assert sorted(kept)[len(kept) // 2] < 100
 
 
 class Node:
