@@ -217,17 +217,18 @@ class TrialRun:
     def log_outcome(
         self,
         summary: Mapping[str, float],
-        validation: Mapping[str, Any],
+        validation: Callable[[], Mapping[str, Any]],
         history: Sequence[tuple[int, Mapping[str, float]]],
     ) -> None:
-        """A complete trial's summary numbers, confusion matrix, per-class scores and log."""
+        """A complete trial's summary numbers, confusion matrix, per-class scores (from
+        ``validation()``, called where the write runs) and log."""
         now = int(time.time() * 1000)
         metrics = [Metric(f"summary/{k}", v, now, 0) for k, v in summary.items()]
         log = {"summary": dict(summary), "epochs": [{"epoch": e, **m} for e, m in history]}
 
         def write() -> None:
             self.client.log_batch(self.run_id, metrics=metrics)
-            log_classification(self.client, self.run_id, validation, "", "validation")
+            log_classification(self.client, self.run_id, validation(), "", "validation")
             self.client.log_dict(self.run_id, log, "training_log.json")
 
         self._write(write)

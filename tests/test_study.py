@@ -239,6 +239,28 @@ def test_a_stopped_study_still_logs_its_best_model(
     assert version.run_id == statuses["0"].info.run_id
 
 
+# Rows run in file order: a poor learning rate, a good one, another poor one.
+THREE_ROWS = SMALL.split("search_space:")[0] + """configurations:
+  - {lr: 1.0e-7}
+  - {lr: 1.0e-2}
+  - {lr: 2.0e-7}
+"""
+
+
+def test_each_run_logs_a_model_only_for_a_new_best_of_the_study(
+    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient
+) -> None:
+    config = small_study(tmp_path, THREE_ROWS, ("n_trials=1",))
+    for _ in range(3):  # one row per run
+        result = study.optimize(config)
+    values = [t.value for t in result.study.trials]
+    assert values[1] > max(values[0], values[2])
+    # Run 1's trial was the study's best then, run 2's beat it, run 3's did not: two versions.
+    trial_runs = {r.data.tags["hptune.trial"]: r.info.run_id for r in runs(tracking, "trial")}
+    versions = tracking.search_model_versions("name = 'small'")
+    assert sorted(v.run_id for v in versions) == sorted([trial_runs["0"], trial_runs["1"]])
+
+
 def test_a_second_stop_skips_logging_the_best_model(
     tmp_path: Path,
     mnist_dir: Path,
