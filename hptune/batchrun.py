@@ -111,6 +111,7 @@ class _Batch:
                         unexpected = unexpected or result
                 else:
                     self._tell(member, objective.complete(member, model, result))
+        objective.progress.show_best(best_value(self.study))  # once, after the batch's tells
         if unexpected is not None:
             raise unexpected  # as study.optimize does with an error that is not a result
 
@@ -121,7 +122,7 @@ class _Batch:
             self.study.tell(member.trial, state=outcome)
         else:
             self.study.tell(member.trial, outcome)
-        self.objective.progress.trial_ended(best_value(self.study))
+        self.objective.progress.trial_ended()
 
 
 def batch_key(config: StudyConfig) -> tuple[object, ...]:

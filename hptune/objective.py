@@ -143,8 +143,14 @@ class Objective:
             self.record_error(running, error)
             raise
         finally:
-            self.progress.trial_ended(best_value(trial.study))
-        return self.complete(running, model, result)
+            self.progress.trial_ended()
+        value = self.complete(running, model, result)
+        # The stored best does not hold this trial yet (Optuna stores it after this returns).
+        best = best_value(trial.study)
+        if best is None or _better(trial.study, value, best):
+            best = value
+        self.progress.show_best(best)
+        return value
 
     def begin(self, trial: optuna.Trial) -> Running:
         """Choose the trial's parameters and create its MLflow run."""

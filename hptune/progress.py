@@ -30,18 +30,20 @@ class Progress:
             )
             self.trial_bar.update()
 
-    def trial_ended(self, best: float | None) -> None:
+    def trial_ended(self) -> None:
         if self.trial_bar is not None:
             self.trial_bar.close()
             self.trial_bar = None
+        self.study_bar.update()
+
+    def show_best(self, best: float | None) -> None:
+        """The study's best value so far, beside the trial count."""
         if best is not None:
             self.study_bar.set_postfix(best=f"{best:.4g}", refresh=False)
-        self.study_bar.update()
 
     def finished(self, count: int, best: float | None) -> None:
         """Trials finished so far (by every worker), as counted in the study's storage."""
-        if best is not None:
-            self.study_bar.set_postfix(best=f"{best:.4g}", refresh=False)
+        self.show_best(best)
         self.study_bar.update(count - self.study_bar.n)
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from hptune import interrupt, objective, storage, study
 from hptune.attrs import RETRY_OF_ATTR
 from hptune.config import StudyConfig
 from hptune.errors import StudyConflictError
+from hptune.progress import Progress
 from hptune.studyfile import load_study_file
 from hptune.tracking import TrialRun
 from tests.conftest import study_yaml
@@ -240,11 +241,14 @@ def test_a_stopped_study_still_logs_its_best_model(
 
 
 # Rows run in file order: a poor learning rate, a good one, another poor one.
-THREE_ROWS = SMALL.split("search_space:")[0] + """configurations:
+THREE_ROWS = (
+    SMALL.split("search_space:")[0]
+    + """configurations:
   - {lr: 1.0e-7}
   - {lr: 1.0e-2}
   - {lr: 2.0e-7}
 """
+)
 
 
 def test_each_run_logs_a_model_only_for_a_new_best_of_the_study(
@@ -259,6 +263,27 @@ def test_each_run_logs_a_model_only_for_a_new_best_of_the_study(
     trial_runs = {r.data.tags["hptune.trial"]: r.info.run_id for r in runs(tracking, "trial")}
     versions = tracking.search_model_versions("name = 'small'")
     assert sorted(v.run_id for v in versions) == sorted([trial_runs["0"], trial_runs["1"]])
+
+
+@pytest.mark.parametrize("batch_trials", [1, 2])
+def test_the_progress_bar_shows_the_best_value_with_the_last_trial(
+    tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch, batch_trials: int
+) -> None:
+    shown: list[float | None] = []
+
+    class Recorded(Progress):
+        def show_best(self, best: float | None) -> None:
+            shown.append(best)
+            super().show_best(best)
+
+    monkeypatch.setattr(study, "Progress", Recorded)
+    # The good row runs last: the bar's last best is its value.
+    rows = THREE_ROWS.replace("  - {lr: 2.0e-7}\n", "")
+    overrides = (f"batch_trials={batch_trials}",)
+    result = study.optimize(small_study(tmp_path, rows, overrides))
+    first, last = (t.value for t in result.study.trials)
+    assert last > first
+    assert shown[-1] == last
 
 
 def test_a_second_stop_skips_logging_the_best_model(
