@@ -142,6 +142,8 @@ def test_a_killed_batch_is_failed_and_rerun(
     assert statuses == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # asked outside Study.optimize
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # heartbeats
 def test_heartbeats_are_recorded_at_once_and_then_every_interval(tmp_path: Path) -> None:
     import sqlite3
 

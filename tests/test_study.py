@@ -498,6 +498,7 @@ def locked_once(monkeypatch: pytest.MonkeyPatch, method: str, message: str) -> l
     return attempts
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # asked outside Study.optimize
 @pytest.mark.parametrize("method", ["set_trial_state_values", "set_trial_intermediate_value"])
 def test_a_trial_write_that_finds_sqlite_locked_is_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
@@ -514,6 +515,7 @@ def test_a_trial_write_that_finds_sqlite_locked_is_retried(
     assert done.state == TrialState.COMPLETE and done.intermediate_values == {1: 0.5}
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # asked outside Study.optimize
 def test_other_storage_errors_are_not_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
