@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,13 +14,32 @@ from hptune.errors import ConfigError
 from hptune.grid import param_values
 from hptune.registry import lookup
 
+
+class TableGridSampler(optuna.samplers.GridSampler):
+    """Optuna's GridSampler for a grid that hptune runs as a table (``hptune.grid``): every
+    point is an enqueued trial, and the table's end stops the study (``grid.stop_when_queue_empty``,
+    the batched loop's count of waiting rows). GridSampler's own stop rule after each trial counts
+    only the trials it assigned a grid point itself, none here, and with one point left it reads
+    that assignment from the trial: every trial of a one-point grid then ended in
+    ``KeyError: 'grid_id'`` after it was stored, so the study stopped before logging its best."""
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: optuna.trial.TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        return None
+
+
 SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
     "tpe": optuna.samplers.TPESampler,
     "random": optuna.samplers.RandomSampler,
     "cmaes": optuna.samplers.CmaEsSampler,
     "qmc": optuna.samplers.QMCSampler,
     "gp": optuna.samplers.GPSampler,
-    "grid": optuna.samplers.GridSampler,
+    "grid": TableGridSampler,
 }
 
 PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {

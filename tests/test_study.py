@@ -240,6 +240,30 @@ def test_a_stopped_study_still_logs_its_best_model(
     assert version.run_id == statuses["0"].info.run_id
 
 
+@pytest.mark.parametrize("batch_trials", [1, 2])
+@pytest.mark.parametrize(
+    "space",
+    ["search_space:\n  lr: {type: categorical, choices: [0.01]}\n", ""],
+    ids=["one_value", "no_search_space"],
+)
+def test_a_one_point_grid_runs_to_its_end(
+    tmp_path: Path, mnist_dir: Path, tracking: MlflowClient, batch_trials: int, space: str
+) -> None:
+    # One grid point (a grid narrowed to one value, or no search space at all): Optuna's
+    # GridSampler failed each tell of such a table with KeyError 'grid_id'.
+    text = SMALL.split("search_space:")[0] + "sampler: {name: grid}\n" + space
+    result = study.optimize(small_study(tmp_path, text, (f"batch_trials={batch_trials}",)))
+    (trial,) = result.study.trials
+    assert trial.state == TrialState.COMPLETE
+    # The end of the run happened: the study's run finished, with the best model registered.
+    (parent,) = runs(tracking, "study")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["best_trial_run_id"] == trial.user_attrs["hptune.mlflow_run_id"]
+    assert len(tracking.search_model_versions("name = 'small'")) == 1
+    # A rerun of the finished table runs nothing.
+    assert len(study.optimize(small_study(tmp_path, text)).study.trials) == 1
+
+
 # Rows run in file order: a poor learning rate, a good one, another poor one.
 THREE_ROWS = (
     SMALL.split("search_space:")[0]
