@@ -19,17 +19,21 @@ runs with them too: the ratio compares the training paths, not the allocators.
 Batched trials train ``--members`` MLPs as one stacked model (``hptune.batched``) and the same
 trials one after the other, and compare model-epochs per second.
 
-Study throughput runs the same four flagship-style trials (one learning rate each) four ways:
-hptune through ``hptune.optimize`` (Optuna + MLflow, in a temporary folder) one trial at a time,
-with ``batch_trials: 4`` and with ``workers: 2`` (worker processes, their start included), and
-the reference as Optuna's PyTorch example does it (the
-reference loop, ``mlflow.log_metric`` per epoch).
+Study throughput runs four flagship-style trials (B's MLP, one learning rate each) three
+ways: hptune through ``hptune.optimize`` (Optuna + MLflow, in a temporary folder) one trial at a
+time and with ``workers: 2`` (worker processes, their start included), and the reference as
+Optuna's PyTorch example does it (the reference loop, ``mlflow.log_metric`` per epoch). A fourth
+study runs ``--members`` such trials as one batch (``batch_trials: --members``), the way a study
+fills a GPU; its rate is compared with the reference's rate on the four. Each hptune study's
+bookkeeping on the trials' path (asks, MLflow runs, reports, tells, model building: the wall
+time from the first trial's start to the last one's end not spent in epochs) is given per trial.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -53,7 +57,7 @@ MODELS = {  # experiment B's MLP and experiment A's CNN, with their batch sizes
     "mlp": (ModelConfig(hidden_sizes=[256, 128]), 128),
     "cnn": (ModelConfig(family="cnn"), 64),
 }
-LEARNING_RATES = (3e-4, 1e-3, 3e-3, 1e-2)  # the study-throughput trials (B's MLP, Adam)
+STUDY_TRIALS = 4  # the study-throughput trials one at a time (B's MLP, Adam, one lr each)
 WORKERS = 2  # worker processes in the study-throughput run with ``workers``
 
 
@@ -132,14 +136,15 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS
 
 
-def study_throughput(device: torch.device, epochs: int, train_subset: int | None) -> dict:
-    """Trial-epochs per second for four flagship-style trials (B's MLP, Adam, one learning
-    rate each): hptune one trial at a time, hptune with ``batch_trials: 4``, the reference."""
+def study_throughput(
+    device: torch.device, epochs: int, train_subset: int | None, members: int
+) -> dict:
+    """Trial-epochs per second of B's MLP trials (Adam, one learning rate each) through
+    ``hptune.optimize``: four one at a time and with workers, ``members`` as one batch; and the
+    reference on the four."""
     import hptune
 
-    def run(
-        name: str, batch_trials: int = 1, n_trials: int = len(LEARNING_RATES), workers: int = 1
-    ) -> tuple[Any, float]:
+    def run(name: str, n_trials: int, batch_trials: int = 1, workers: int = 1) -> tuple[Any, float]:
         """The study's result and its wall time in seconds."""
         config = study_config(name, device, epochs, train_subset, batch_trials, n_trials, workers)
         started = time.perf_counter()
@@ -151,29 +156,40 @@ def study_throughput(device: torch.device, epochs: int, train_subset: int | None
         try:
             # One untimed trial first: the stores' creation and first imports are paid once
             # per folder, not by whichever timed run comes first.
-            run("warm_up", n_trials=1)
-            result, hptune_s = run("bench")
+            run("warm_up", 1)
+            result, hptune_s = run("bench", STUDY_TRIALS)
             overhead_pct, overhead_ms = trial_overhead(result)
-            batched_s = run("bench_batched", batch_trials=len(LEARNING_RATES))[1]
-            workers_s = run("bench_workers", workers=WORKERS)[1]
+            batched, batched_s = run("bench_batched", members, batch_trials=members)
+            batched_pct, batched_ms = batch_overhead(batched)
+            workers_s = run("bench_workers", STUDY_TRIALS, workers=WORKERS)[1]
             reference_s = reference_study(
-                device, epochs, train_subset, result.tracking_uri, LEARNING_RATES, *MODELS["mlp"]
-            )
+                device, epochs, train_subset, result.tracking_uri, learning_rates(STUDY_TRIALS),
+                *MODELS["mlp"],
+            )  # fmt: skip
         finally:
             os.chdir(previous)
-    trial_epochs = len(LEARNING_RATES) * epochs
+    trial_epochs = STUDY_TRIALS * epochs
+    reference_rate = trial_epochs / reference_s
     return {
         "trial_epochs_per_s": trial_epochs / hptune_s,
-        "reference_trial_epochs_per_s": trial_epochs / reference_s,
+        "reference_trial_epochs_per_s": reference_rate,
         "ratio": reference_s / hptune_s,
-        "batched_trial_epochs_per_s": trial_epochs / batched_s,
-        "batched_ratio": reference_s / batched_s,
+        "batched_trials": members,
+        "batched_trial_epochs_per_s": members * epochs / batched_s,
+        "batched_ratio": members * epochs / batched_s / reference_rate,
         "workers": WORKERS,
         "workers_trial_epochs_per_s": trial_epochs / workers_s,
         "workers_ratio": reference_s / workers_s,
         "trial_overhead_pct": overhead_pct,
         "trial_overhead_ms": overhead_ms,
+        "batched_overhead_pct": batched_pct,
+        "batched_overhead_ms": batched_ms,
     }
+
+
+def learning_rates(count: int) -> list[float]:
+    """The study-throughput trials' learning rates: ``count`` from 3e-4 to 1e-2."""
+    return [float(lr) for lr in torch.logspace(math.log10(3e-4), -2, count, dtype=torch.float64)]
 
 
 def study_config(
@@ -185,7 +201,8 @@ def study_config(
     n_trials: int,
     workers: int,
 ) -> StudyConfig:
-    """The study-throughput study: a grid over ``LEARNING_RATES`` for B's MLP, no pruning."""
+    """The study-throughput study: a grid over ``n_trials`` learning rates for B's MLP, no
+    pruning."""
     model_config, batch_size = MODELS["mlp"]
     return StudyConfig.model_validate(
         {
@@ -198,7 +215,7 @@ def study_config(
             "data": {"train_subset": train_subset},
             "model": model_config,
             "train": {"epochs": epochs, "batch_size": batch_size, "device": device.type},
-            "search_space": {"lr": {"type": "categorical", "choices": list(LEARNING_RATES)}},
+            "search_space": {"lr": {"type": "categorical", "choices": learning_rates(n_trials)}},
         }
     )
 
@@ -207,17 +224,36 @@ def trial_overhead(result: Any) -> tuple[float, float]:
     """The trials' wall time (Optuna's start to complete) not spent in training epochs (their
     ``time/epoch_s``, read back from MLflow): Optuna, MLflow, model building. As a percent of
     the wall time, and in milliseconds per trial (the percent shrinks as trials grow longer)."""
+    wall = training = 0.0
+    for trial, epochs in _epoch_times(result):
+        wall += (trial.datetime_complete - trial.datetime_start).total_seconds()
+        training += sum(epochs)
+    return 100 * (wall - training) / wall, 1000 * (wall - training) / len(result.completed)
+
+
+def batch_overhead(result: Any) -> tuple[float, float]:
+    """As ``trial_overhead``, for a study whose trials trained as one stacked batch: its wall
+    time runs from the first member's start (its ask) to the last one's end (its tell), and its
+    epochs are the batch's (every member logs the batch's epoch times)."""
+    spans = _epoch_times(result)
+    start = min(trial.datetime_start for trial, _ in spans)
+    wall = (max(trial.datetime_complete for trial, _ in spans) - start).total_seconds()
+    training = max(sum(epochs) for _, epochs in spans)
+    return 100 * (wall - training) / wall, 1000 * (wall - training) / len(spans)
+
+
+def _epoch_times(result: Any) -> list[tuple[Any, list[float]]]:
+    """Each complete trial with its epochs' ``time/epoch_s``, read back from MLflow."""
     from mlflow.tracking import MlflowClient
 
     from hptune.attrs import RUN_ID_ATTR
 
     client = MlflowClient(tracking_uri=result.tracking_uri)
-    wall = training = 0.0
+    times = []
     for trial in result.completed:
-        wall += (trial.datetime_complete - trial.datetime_start).total_seconds()
         history = client.get_metric_history(trial.user_attrs[RUN_ID_ATTR], "time/epoch_s")
-        training += sum(point.value for point in history)
-    return 100 * (wall - training) / wall, 1000 * (wall - training) / len(result.completed)
+        times.append((trial, [point.value for point in history]))
+    return times
 
 
 def batched_trials(
@@ -271,7 +307,7 @@ def run(
     results = [compare_model(name, resolved, epochs, train_subset) for name in models]
     return {
         "results": results,
-        "study_throughput": study_throughput(resolved, epochs, train_subset),
+        "study_throughput": study_throughput(resolved, epochs, train_subset, members),
         "batched_trials": _or_error(batched_trials, resolved, epochs, train_subset, members),
     }
 
@@ -310,14 +346,19 @@ def format_table(report: dict[str, Any]) -> str:
             )
     throughput = report["study_throughput"]
     lines.append(
-        f"study throughput: hptune {throughput['trial_epochs_per_s']:.2f} trial-epochs/s, "
-        f"reference {throughput['reference_trial_epochs_per_s']:.2f}, "
-        f"ratio {throughput['ratio']:.1f}x; with batch_trials {len(LEARNING_RATES)}: "
-        f"{throughput['batched_trial_epochs_per_s']:.2f}, ratio {throughput['batched_ratio']:.1f}x;"
-        f" with {throughput['workers']} workers: {throughput['workers_trial_epochs_per_s']:.2f},"
-        f" ratio {throughput['workers_ratio']:.1f}x;"
+        f"study throughput ({STUDY_TRIALS} trials): hptune {throughput['trial_epochs_per_s']:.2f}"
+        f" trial-epochs/s, reference {throughput['reference_trial_epochs_per_s']:.2f}, "
+        f"ratio {throughput['ratio']:.1f}x; with {throughput['workers']} workers: "
+        f"{throughput['workers_trial_epochs_per_s']:.2f}, ratio {throughput['workers_ratio']:.1f}x;"
         f" Optuna + MLflow + setup {throughput['trial_overhead_pct']:.1f}% of trial wall time"
         f" ({throughput['trial_overhead_ms']:.0f} ms per trial)"
+    )
+    lines.append(
+        f"study throughput, {throughput['batched_trials']} trials as one batch (batch_trials "
+        f"{throughput['batched_trials']}): {throughput['batched_trial_epochs_per_s']:.2f}"
+        f" trial-epochs/s, ratio {throughput['batched_ratio']:.1f}x the reference;"
+        f" Optuna + MLflow + setup {throughput['batched_overhead_pct']:.1f}% of the batch's"
+        f" wall time ({throughput['batched_overhead_ms']:.0f} ms per trial)"
     )
     batched = report["batched_trials"]
     if "error" in batched:
@@ -338,7 +379,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=4, help="≥2: the first is a warm-up")
     parser.add_argument("--train-subset", type=int, default=None)
     parser.add_argument("--models", default="mlp,cnn", help="comma-separated: mlp,cnn")
-    parser.add_argument("--members", type=int, default=8, help="trials in the batched run")
+    parser.add_argument(
+        "--members", type=int, default=8, help="trials in the batched runs (stacked, and a study)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     if args.epochs < 2:

@@ -43,8 +43,14 @@ def test_benchmark_writes_the_documented_json(
         assert throughput[f"{way}_ratio"] == pytest.approx(
             throughput[f"{way}_trial_epochs_per_s"] / throughput["reference_trial_epochs_per_s"]
         )
+    # The batched study's rate: its 3 trials' epochs, against the reference's rate.
+    assert throughput["batched_trials"] == 3
+    assert throughput["batched_ratio"] == pytest.approx(
+        throughput["batched_trial_epochs_per_s"] / throughput["reference_trial_epochs_per_s"]
+    )
     # The overhead in both forms: a share of the trials' wall time, and ms per trial.
-    assert 0 < throughput["trial_overhead_pct"] < 100 and throughput["trial_overhead_ms"] > 0
+    for way in ("trial", "batched"):
+        assert 0 < throughput[f"{way}_overhead_pct"] < 100 and throughput[f"{way}_overhead_ms"] > 0
     batched = report["batched_trials"]
     assert batched["members"] == 3
     assert batched["ratio"] == pytest.approx(
