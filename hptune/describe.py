@@ -106,9 +106,12 @@ def summarize_result(result: StudyResult, study_file: Path, study_name: str | No
         )
     else:
         lines.append("best: no complete trial yet")
-    lines.append(f"optuna storage: {result.storage}")
-    lines.append(f"mlflow: experiment {result.experiment!r} in {result.tracking_uri}")
-    lines.append(f"compare runs: {mlflow_ui_command(result.tracking_uri)}")
+    from hptune.storage import redact  # (optuna's import: loaded by now, not by `validate`)
+
+    # Terminals and CI logs are read by others: no passwords.
+    lines.append(f"optuna storage: {redact(result.storage)}")
+    lines.append(f"mlflow: experiment {result.experiment!r} in {redact(result.tracking_uri)}")
+    lines.append(f"compare runs: {mlflow_ui_command(redact(result.tracking_uri))}")
     target = shlex.quote(str(study_file))
     if study_name:
         target += f" --study-name {shlex.quote(study_name)}"

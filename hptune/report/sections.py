@@ -16,6 +16,7 @@ from optuna.distributions import CategoricalDistribution
 from hptune.metrics import FIT_RULE
 from hptune.report import figures
 from hptune.report.collect import ReportData, TrialData
+from hptune.storage import redact
 
 FIT_LABELS = ("under-fit", "good fit", "over-fit")
 
@@ -94,8 +95,8 @@ def summary(data: ReportData) -> Section:
         ["validation", tags.get("hptune.validation", "unknown")],
         ["wall time", f"{wall / 60:.1f} min" if wall is not None else "no trial ran"],
         ["device", ", ".join(_devices(data)) or "unknown"],
-        ["Optuna storage", data.storage],
-        ["MLflow", f"experiment {data.experiment!r} in {data.tracking_uri}"],
+        ["Optuna storage", redact(data.storage)],  # the report is shared: no passwords
+        ["MLflow", f"experiment {data.experiment!r} in {redact(data.tracking_uri)}"],
         ["generated", datetime.now().isoformat(timespec="seconds")],
     ]
     if data.best is not None:
