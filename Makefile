@@ -14,11 +14,11 @@ endif
 DEBIAN_DATA := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint setup data browser
+.PHONY: run test lint setup data browser postgres
 run: setup data
 	$(BIN)/hptune optimize studies/fashion.yaml
 
-test: setup data browser
+test: setup data browser postgres
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest
 
 lint: setup
@@ -47,3 +47,11 @@ browser:
 	elif command -v apt-get >/dev/null; then \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; \
 	else echo "no apt-get: install Chromium to run the report's browser test"; fi
+
+# PostgreSQL's server for the scale-out test (skipped without it, except under CI).
+postgres:
+	@if command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	else echo "no apt-get: install PostgreSQL to run the scale-out test"; fi

@@ -44,6 +44,9 @@ class StudyTracker:
         import mlflow
 
         use_wal(tracking_uri or mlflow.get_tracking_uri())  # before the store connects
+        # With a tracking server, MLflow prints two "View run ... at" lines (and reads the run
+        # back) at every run's end; the study's summary gives the server's URL once.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.tracking_uri = self.client.tracking_uri
         self.writer = Writer()
