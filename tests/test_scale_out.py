@@ -177,3 +177,75 @@ def test_workers_share_a_table_on_postgresql_through_a_tracking_server(
     shown += [(tmp_path / "out" / name).read_text() for name in ("report.html", "report.md")]
     assert "postgresql+psycopg://postgres:***@" in run.stdout
     assert not [text for text in shown if PASSWORD in text]
+
+
+SAMPLED = """name: machines
+storage: {storage}
+n_trials: 1
+data: {{dataset: mnist, val_fraction: 0.2}}
+model: {{width: 16, depth: 1}}
+train: {{epochs: 100000, batch_size: 32}}
+pruner: {{name: none}}
+search_space:
+  lr: {{type: float, low: 1.0e-3, high: 1.0e-1, log: true}}
+"""
+
+
+def test_a_killed_machines_trial_is_failed_and_rerun_on_postgresql(
+    tmp_path: Path,
+    mnist_dir: Path,
+    postgres: Database,
+    tracking_server: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hptune import storage as storages
+    from hptune import study
+    from hptune.studyfile import load_study_file
+
+    url = postgres("killed")
+    path = study_yaml(tmp_path / "machines.yaml", SAMPLED.format(storage=url))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_server}
+    machine = subprocess.Popen([sys.executable, "-m", "hptune", "optimize", str(path)], env=env)
+    try:
+        deadline = time.monotonic() + 90
+        while not _running_with_a_run(url):  # its trial trains (100,000 epochs) and is logged
+            if time.monotonic() > deadline or machine.poll() is not None:
+                pytest.fail("the first machine never started its trial")
+            time.sleep(0.5)
+    finally:
+        machine.kill()  # power off: no end for its trial, its run or its heartbeat
+        machine.wait()
+    monkeypatch.setattr(storages, "GRACE_PERIOD_S", 1)
+    time.sleep(3)  # heartbeats are stored to the second: wait past the 1 s grace surely
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
+    result = study.optimize(load_study_file(path, ("train.epochs=2",)))
+    dead, retried = result.study.trials
+    # The next machine's run finds the trial stale: failed, its parameters run again.
+    assert dead.state == TrialState.FAIL and retried.state == TrialState.COMPLETE
+    assert retried.params == dead.params
+    # The dead machine's MLflow run, left RUNNING on the server, is closed as FAILED.
+    client = MlflowClient(tracking_uri=tracking_server)
+    experiment = client.get_experiment_by_name("machines")
+    found = client.search_runs([experiment.experiment_id], "tags.`hptune.role` = 'trial'")
+    assert {r.data.tags["hptune.trial"]: r.info.status for r in found} == {
+        "0": "FAILED",
+        "1": "FINISHED",
+    }
+
+
+def _running_with_a_run(url: str) -> bool:
+    """Whether a trial runs with a heartbeat and an MLflow run (a peek with PostgreSQL's
+    driver: creating Optuna's tables from here would race the machine's own creation)."""
+    import psycopg
+
+    query = (
+        "SELECT count(*) FROM trials JOIN trial_heartbeats USING (trial_id) "
+        "JOIN trial_user_attributes USING (trial_id) "
+        "WHERE state='RUNNING' AND key='hptune.mlflow_run_id'"
+    )
+    try:
+        with psycopg.connect(url.replace("+psycopg", "")) as connection:
+            row = connection.execute(query).fetchone()
+    except psycopg.errors.UndefinedTable:  # not created yet
+        return False
+    return row is not None and row[0] > 0
