@@ -142,8 +142,8 @@ def study_throughput(
     device: torch.device, epochs: int, train_subset: int | None, members: int
 ) -> dict:
     """Trial-epochs per second of B's MLP trials (Adam, one learning rate each) through
-    ``hptune.optimize``: four one at a time and with workers, ``members`` as one batch; and the
-    reference on the four."""
+    ``hptune.optimize``: four one at a time and with workers, three batches of ``members``; and
+    the reference on the four."""
     import hptune
 
     def run(name: str, n_trials: int, batch_trials: int = 1, workers: int = 1) -> tuple[Any, float]:
@@ -235,9 +235,9 @@ def trial_overhead(result: Any) -> tuple[float, float]:
 
 def batch_overhead(result: Any, size: int) -> tuple[float, float]:
     """As ``trial_overhead``, for a study whose trials trained in batches of ``size`` (one
-    process, so batch ``b`` holds trials ``b*size`` to ``b*size+size-1``): a
-    batch's wall time runs from its first member's start (its ask) to its last one's end (its
-    tell), and its epochs are the batch's (every member logs the batch's epoch times)."""
+    process, so batch ``b`` holds trials ``b*size`` to ``b*size+size-1``): a batch's wall time
+    runs from its first member's start (its ask) to its last one's end (its tell), and its
+    epochs are the batch's (every member logs the batch's epoch times)."""
     batches: dict[int, list[tuple[Any, list[float]]]] = {}
     for trial, epochs in _epoch_times(result):
         batches.setdefault(trial.number // size, []).append((trial, epochs))
