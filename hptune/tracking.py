@@ -4,10 +4,10 @@ One parent run per study, one child run per trial, created through ``MlflowClien
 process-global active run) so that parallel workers can log at once. Metrics go in one batched
 call per epoch with ``step=epoch``.
 
-A trial's writes after its run is created (epochs, outcome with the confusion-matrix figure, end
-status) go through one background thread, in order, so that training does not wait on the
-database or on matplotlib. ``StudyTracker.flush`` waits for them; a failed write is raised at
-the next write or at the flush.
+A trial's writes after its run is created (params, epochs, outcome with the confusion-matrix
+figure, end status) go through one background thread, in order, so that training does not wait
+on the database or on matplotlib. ``StudyTracker.flush`` waits for them; a failed write is
+raised at the next write or at the flush.
 """
 
 from __future__ import annotations
@@ -175,9 +175,9 @@ class StudyTracker:
                 **(tags or {}),
             },
         )
-        run_id = run.info.run_id
-        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        return TrialRun(self.client, run_id, self.writer)
+        trial_run = TrialRun(self.client, run.info.run_id, self.writer)
+        trial_run.log_params(params)  # by the writer: the run's id is all training waits for
+        return trial_run
 
 
 class Writer:
@@ -210,6 +210,11 @@ class TrialRun:
             call(*args)
         else:
             self.writer.submit(call, *args)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Every hyperparameter, as MLflow params (text)."""
+        batch = [Param(k, str(v)) for k, v in params.items()]
+        self._write(lambda: self.client.log_batch(self.run_id, params=batch))
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """All of an epoch's metrics in one call, at ``step=epoch``."""
