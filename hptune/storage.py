@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import re
 import sqlite3
 import threading
 import time
@@ -236,6 +237,15 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         use_wal(url)
         return TrialCache(_SQLiteStorage(url, path, **options))
+
+
+# A URL's password: ``scheme://user:PASSWORD@`` (a password's "@" and "/" are %-encoded).
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@")
+
+
+def redact_text(text: str) -> str:
+    """``text`` (a study file) with the password of every URL in it replaced by ``***``."""
+    return _URL_PASSWORD.sub(r"\g<head>***@", text)
 
 
 def redact(url: str) -> str:

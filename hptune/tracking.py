@@ -27,7 +27,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from hptune.plots import confusion_matrix_png
-from hptune.storage import use_wal
+from hptune.storage import redact_text, use_wal
 
 PARENT_RUN_ATTR = "hptune.mlflow_parent_run_id"  # kept in the Optuna study's user attributes
 
@@ -74,8 +74,8 @@ class StudyTracker:
             run_name=study_name,
             tags={"hptune.role": "study", "hptune.study": study_name, **tags},
         )
-        if source is not None:
-            self.client.log_artifact(run.info.run_id, str(source))
+        if source is not None:  # (shared with whoever reads the runs: no passwords)
+            self.client.log_text(run.info.run_id, redact_text(source.read_text()), source.name)
         return run.info.run_id
 
     def close_parent(self, run_id: str, status: str = "FINISHED") -> None:

@@ -172,10 +172,14 @@ def test_workers_share_a_table_on_postgresql_through_a_tracking_server(
     report = hptune("export-report", str(path), "--out", "out", tracking_uri=tracking_server)
     assert report.returncode == 0, report.stderr
     assert len((tmp_path / "out" / "trials.csv").read_text().splitlines()) == 1 + 4
-    # The database's password is in no output, tag or report (the report is shared).
+    # The database's password is in no output, tag, report (the report is shared) or the copy
+    # of the study file on the study's run.
     shown = [run.stdout, run.stderr, again.stdout, report.stdout, *parent.data.tags.values()]
     shown += [(tmp_path / "out" / name).read_text() for name in ("report.html", "report.md")]
+    logged = client.download_artifacts(parent.info.run_id, "shared.yaml", str(tmp_path / "dl"))
+    shown.append(Path(logged).read_text())
     assert "postgresql+psycopg://postgres:***@" in run.stdout
+    assert "storage: postgresql+psycopg://postgres:***@127.0.0.1" in shown[-1]
     assert not [text for text in shown if PASSWORD in text]
 
 

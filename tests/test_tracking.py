@@ -53,7 +53,7 @@ def parent_and_children(client: MlflowClient) -> tuple:
     return parents, [r for r in found if r.data.tags["hptune.role"] == "trial"]
 
 
-def test_parent_run_describes_the_study(finished: study.StudyResult) -> None:
+def test_parent_run_describes_the_study(tmp_path: Path, finished: study.StudyResult) -> None:
     client = MlflowClient()
     (parent,), _ = parent_and_children(client)
     tags = parent.data.tags
@@ -62,6 +62,8 @@ def test_parent_run_describes_the_study(finished: study.StudyResult) -> None:
     assert tags["hptune.sampler"] == "tpe" and tags["hptune.pruner"] == "none"
     assert tags["hptune.storage"] == "sqlite:///mlruns/optuna.db"
     assert "tracked.yaml" in artifact_names(client, parent.info.run_id)
+    local = client.download_artifacts(parent.info.run_id, "tracked.yaml", str(tmp_path))
+    assert Path(local).read_text() == STUDY  # as written (it holds no password to hide)
 
 
 def test_parent_run_carries_the_best_trial(finished: study.StudyResult) -> None:
