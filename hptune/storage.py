@@ -36,7 +36,9 @@ from optuna.storages._cached_storage import _CachedStorage  # what Optuna wraps 
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from hptune.errors import HptuneError
 
 T = TypeVar("T")
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
@@ -222,7 +224,31 @@ def trials_snapshot(study: optuna.Study) -> Iterator[None]:
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """Open (creating if needed) an RDB storage with heartbeats and stale-trial retry, behind
-    Optuna's trial cache (``TrialCache``)."""
+    Optuna's trial cache (``TrialCache``).
+
+    Raises:
+        HptuneError: a URL that is not one, a database driver that is not installed, or a
+            database that cannot be reached (before anything is written).
+    """
+    try:
+        return _open_storage(url)
+    except ArgumentError as error:
+        raise HptuneError(f"storage: {redact(url)} is not a database URL ({error})") from None
+    except ImportError as error:  # SQLAlchemy imports a URL's driver when it first connects
+        cause = error.__cause__ if isinstance(error.__cause__, ImportError) else error
+        hint = ""
+        if make_url(url).get_backend_name() == "postgresql":
+            hint = "; for PostgreSQL: pip install 'hptune[postgres]', URL postgresql+psycopg://..."
+        raise HptuneError(
+            f"storage: {redact(url)} needs the database driver {cause.name or 'for it'}, which is"
+            f" not installed{hint}"
+        ) from None
+    except OperationalError as error:
+        reason = str(error.orig or error).strip().splitlines()[0]
+        raise HptuneError(f"storage: cannot open {redact(url)}: {reason}") from None
+
+
+def _open_storage(url: str) -> optuna.storages.BaseStorage:
     path = sqlite_file(url)
     with warnings.catch_warnings():
         # Heartbeats have been "experimental" since Optuna 2.8; they are what resume relies on.
