@@ -28,7 +28,7 @@ from hptune.plots import gallery_figure
 from hptune.progress import Progress
 from hptune.samplers import build_pruner, build_sampler
 from hptune.storage import open_storage, redact, storage_url
-from hptune.tracking import PARENT_RUN_ATTR, StudyTracker, resolve_tracking_uri
+from hptune.tracking import PARENT_RUN_ATTR, StudyTracker, check_server, resolve_tracking_uri
 from hptune.training import evaluate
 
 GALLERY_SIZE = 8  # test images shown with true vs predicted labels (experiment A)
@@ -116,9 +116,11 @@ def optimize(config: StudyConfig) -> StudyResult:
     device = resolve_device(config.train.device)
     splits = data.load(config.data, device)
     build_sampler(config), build_pruner(config)
+    tracking_uri = resolve_tracking_uri(config.tracking.uri)
+    check_server(tracking_uri)
 
     study = open_study(config)
-    tracker = StudyTracker(config.experiment_name, resolve_tracking_uri(config.tracking.uri))
+    tracker = StudyTracker(config.experiment_name, tracking_uri)
     parent = tracker.open_parent(
         study.user_attrs.get(PARENT_RUN_ATTR), config.name, _parent_tags(config), config.source
     )

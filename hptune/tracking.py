@@ -15,6 +15,9 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,8 +29,9 @@ from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from hptune.errors import HptuneError
 from hptune.plots import confusion_matrix_png
-from hptune.storage import redact_text, use_wal
+from hptune.storage import redact, redact_text, use_wal
 
 PARENT_RUN_ATTR = "hptune.mlflow_parent_run_id"  # kept in the Optuna study's user attributes
 
@@ -35,6 +39,28 @@ PARENT_RUN_ATTR = "hptune.mlflow_parent_run_id"  # kept in the Optuna study's us
 def resolve_tracking_uri(configured: str | None) -> str | None:
     """``MLFLOW_TRACKING_URI``, else the study file's URI, else None (MLflow's own default)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or configured or None
+
+
+def check_server(tracking_uri: str | None, timeout_s: float = 10) -> None:
+    """Raise ``HptuneError`` when a tracking server (an ``http(s)://`` URI) does not answer:
+    MLflow's client retries each request for minutes before it gives up. Any HTTP answer (a
+    login page, a 404) counts as one."""
+    if not tracking_uri or not tracking_uri.startswith(("http://", "https://")):
+        return
+    parts = urllib.parse.urlsplit(tracking_uri)
+    address = parts._replace(netloc=parts.hostname or "")
+    if parts.port is not None:
+        address = address._replace(netloc=f"{address.netloc}:{parts.port}")
+    try:
+        urllib.request.urlopen(urllib.parse.urlunsplit(address), timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return  # it answered
+    except OSError as error:  # refused, unknown host, timed out
+        reason = getattr(error, "reason", error)
+        raise HptuneError(
+            f"the MLflow tracking server {redact(tracking_uri)} does not answer ({reason}); start"
+            " it, or set MLFLOW_TRACKING_URI (or the study file's tracking.uri) to one that runs"
+        ) from None
 
 
 class StudyTracker:
@@ -284,6 +310,7 @@ class StudyReader:
     """Reads a study's runs back from MLflow, for ``hptune export-report``."""
 
     def __init__(self, tracking_uri: str | None) -> None:
+        check_server(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.tracking_uri = self.client.tracking_uri
         # One download per artifact: MLflow's progress bars would only clutter the terminal.

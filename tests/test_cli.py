@@ -50,6 +50,47 @@ def test_bad_study_file_is_exit_2_one_line_per_problem(tmp_path: Path) -> None:
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [
+        # No server at that port: refused at once.
+        ("postgresql+psycopg://u:secret@127.0.0.1:{port}/x", "storage: cannot open "),
+        # A driver that is not installed (MySQL's): named, no traceback.
+        ("mysql://u:secret@127.0.0.1:{port}/x", "needs the database driver MySQLdb"),
+        ("not a url", "storage: not a url is not a database URL"),
+    ],
+)
+def test_a_storage_that_cannot_be_opened_is_a_clear_error(
+    tmp_path: Path, mnist_dir: Path, storage: str, message: str
+) -> None:
+    from tests.test_tracking import free_port
+
+    path = study_yaml(tmp_path / "s.yaml", "name: s\ndata: {dataset: mnist}\n")
+    url = storage.format(port=free_port())
+    code, _, err = invoke("optimize", str(path), "--storage", url)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert "secret" not in err  # the URL's password is not shown
+
+
+def test_a_tracking_server_that_does_not_answer_is_a_clear_error_and_writes_nothing(
+    tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_tracking import free_port
+
+    # Nothing listens there: MLflow's client would retry each request for minutes (here, where
+    # the check was missing, it would fail within seconds instead).
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    path = study_yaml(tmp_path / "s.yaml", "name: s\ndata: {dataset: mnist}\n")
+    code, _, err = invoke("optimize", str(path), "--n-trials", "1")
+    assert code == 2
+    assert "error: the MLflow tracking server http://127.0.0.1:" in err and "does not answer" in err
+    assert not (tmp_path / "mlruns").exists()  # the Optuna study was not created
+    code, _, err = invoke("export-report", str(path))
+    assert code == 2 and "does not answer" in err
+
+
 def test_missing_data_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None:
     path = study_yaml(tmp_path / "s.yaml", "name: s\ndata: {dataset: mnist}\n")
     code, _, err = invoke("optimize", str(path), "--n-trials", "1")

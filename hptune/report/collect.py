@@ -108,8 +108,10 @@ def collect(study_name: str, storage: str, tracking_uri: str | None, experiment:
     """Load the study and its runs.
 
     Raises:
-        HptuneError: no study of that name in the storage.
+        HptuneError: no study of that name in the storage, or a tracking server that does not
+            answer.
     """
+    reader = StudyReader(tracking_uri)  # first: it checks that a tracking server answers
     try:
         study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     except KeyError:
@@ -118,7 +120,6 @@ def collect(study_name: str, storage: str, tracking_uri: str | None, experiment:
             f"no study named {study_name!r} in {redact(storage)}; "
             f"studies there: {', '.join(names) or 'none'}"
         ) from None
-    reader = StudyReader(tracking_uri)
     parent = reader.parent(experiment, study_name)
     runs = {run.run_id: run for run in reader.trials(parent)} if parent else {}
     trials = []
