@@ -167,7 +167,11 @@ class StudyTracker:
                     registered_model_name=registered_name,
                 )
         finally:
-            mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None unsets it
+            # As before: no process-wide URI (which would outlive a later change of the
+            # environment's), and the environment's as it was. None unsets both.
+            mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+            if previous is not None:
+                os.environ["MLFLOW_TRACKING_URI"] = previous
         return str(info.model_uri)
 
     def log_test_evaluation(

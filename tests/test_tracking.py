@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 import warnings
@@ -22,7 +19,7 @@ from hptune.config import ModelConfig
 from hptune.models import build_model
 from hptune.studyfile import load_study_file
 from hptune.tracking import StudyTracker
-from tests.conftest import study_yaml
+from tests.conftest import mlflow_server, study_yaml
 from tests.test_plots import full_draw
 
 STUDY = """name: tracked
@@ -149,35 +146,9 @@ def test_best_model_is_evaluated_once_on_the_test_set(finished: study.StudyResul
     assert not any("test/accuracy" in c.data.metrics for c in children)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_real_mlflow_server_serves_the_study(tmp_path: Path, finished: study.StudyResult) -> None:
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--default-artifact-root", str(tmp_path / "mlruns"),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.fail("mlflow server did not come up")
-                time.sleep(0.5)
+    backend = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with mlflow_server(backend, "--default-artifact-root", str(tmp_path / "mlruns")) as base:
         request = urllib.request.Request(
             f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=tracked"
         )
@@ -196,9 +167,20 @@ def test_a_real_mlflow_server_serves_the_study(tmp_path: Path, finished: study.S
             for run in found
         )
         assert roles == ["study", "trial", "trial", "trial"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+
+
+def test_logging_the_model_leaves_mlflows_tracking_uri_as_it_found_it(
+    tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'first.db'}")
+    study.optimize(load_study_file(study_yaml(tmp_path / "tracked.yaml", STUDY), ("n_trials=1",)))
+    # The best model was logged through MLflow's process-wide URI; none is left set, so the
+    # environment's next value is followed (a test after a study's once reached a dead server).
+    assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path / 'first.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'second.db'}")
+    assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path / 'second.db'}"
 
 
 def test_background_writes_run_in_order_and_their_errors_reach_the_caller() -> None:
