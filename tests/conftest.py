@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import gzip
 import os
+import socket
 import struct
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,3 +98,39 @@ def study_yaml(path: Path, text: str) -> Path:
     """Write a study file and return its path."""
     path.write_text(text)
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str, *options: str) -> Iterator[str]:
+    """A real ``mlflow server`` on loopback over ``backend_uri`` (with ``options``, e.g. where
+    artifacts go), stopped at the end; yields its URL once it answers."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
+            *options, "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120  # it creates its tables first
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    pytest.fail("mlflow server did not come up")
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -63,7 +63,7 @@ def test_bad_study_file_is_exit_2_one_line_per_problem(tmp_path: Path) -> None:
 def test_a_storage_that_cannot_be_opened_is_a_clear_error(
     tmp_path: Path, mnist_dir: Path, storage: str, message: str
 ) -> None:
-    from tests.test_tracking import free_port
+    from tests.conftest import free_port
 
     path = study_yaml(tmp_path / "s.yaml", "name: s\ndata: {dataset: mnist}\n")
     url = storage.format(port=free_port())
@@ -75,7 +75,7 @@ def test_a_storage_that_cannot_be_opened_is_a_clear_error(
 def test_a_tracking_server_that_does_not_answer_is_a_clear_error_and_writes_nothing(
     tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.test_tracking import free_port
+    from tests.conftest import free_port
 
     # Nothing listens there: MLflow's client would retry each request for minutes (here, where
     # the check was missing, it would fail within seconds instead).

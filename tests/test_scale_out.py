@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,8 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from tests.conftest import study_yaml
-from tests.test_tracking import free_port
+from tests.conftest import free_port, mlflow_server, study_yaml
 
 Database = Callable[[str], str]  # a new database's name -> its SQLAlchemy URL
 PASSWORD = "pw-not-shown"
@@ -86,32 +84,11 @@ def postgres() -> Iterator[Database]:
 def tracking_server(postgres: Database, tmp_path: Path) -> Iterator[str]:
     """``mlflow server`` storing runs in PostgreSQL and serving artifacts (clients upload them
     over HTTP, as from another machine); its URL."""
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", postgres(f"mlflow_{port}"),
-            "--artifacts-destination", str(tmp_path / "served-artifacts"),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120  # it creates its tables first
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.fail("mlflow server did not come up")
-                time.sleep(0.5)
+    backend = postgres(f"mlflow_{free_port()}")
+    with mlflow_server(
+        backend, "--artifacts-destination", str(tmp_path / "served-artifacts")
+    ) as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 TABLE = """name: shared
