@@ -230,22 +230,53 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         HptuneError: a URL that is not one, a database driver that is not installed, or a
             database that cannot be reached (before anything is written).
     """
-    try:
+    with _database_errors(url, "storage"):
         return _open_storage(url)
+
+
+def check_database(url: str, what: str) -> None:
+    """Connect once to the database server of ``url`` (SQLite and URLs that are not SQLAlchemy's
+    are left alone), so that a wrong URL is an error before anything is written.
+
+    Raises:
+        HptuneError: the driver is not installed, or the server cannot be reached (in 10 s).
+    """
+    from sqlalchemy import create_engine
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return  # not a database URL (a folder, a file: URI)
+    if parsed.get_backend_name() == "sqlite":
+        return
+    with _database_errors(url, what):
+        options = {"connect_timeout": 10} if parsed.get_backend_name() == "postgresql" else {}
+        engine = create_engine(url, connect_args=options)
+        try:
+            engine.connect().close()
+        finally:
+            engine.dispose()
+
+
+@contextlib.contextmanager
+def _database_errors(url: str, what: str) -> Iterator[None]:
+    """SQLAlchemy's (and Optuna's) errors on opening ``url`` as one-line ``HptuneError``s."""
+    try:
+        yield
     except ArgumentError as error:
-        raise HptuneError(f"storage: {redact(url)} is not a database URL ({error})") from None
+        raise HptuneError(f"{what}: {redact(url)} is not a database URL ({error})") from None
     except ImportError as error:  # SQLAlchemy imports a URL's driver when it first connects
         cause = error.__cause__ if isinstance(error.__cause__, ImportError) else error
         hint = ""
         if make_url(url).get_backend_name() == "postgresql":
             hint = "; for PostgreSQL: pip install 'hptune[postgres]', URL postgresql+psycopg://..."
         raise HptuneError(
-            f"storage: {redact(url)} needs the database driver {cause.name or 'for it'}, which is"
+            f"{what}: {redact(url)} needs the database driver {cause.name or 'for it'}, which is"
             f" not installed{hint}"
         ) from None
     except OperationalError as error:
         reason = str(error.orig or error).strip().splitlines()[0]
-        raise HptuneError(f"storage: cannot open {redact(url)}: {reason}") from None
+        raise HptuneError(f"{what}: cannot open {redact(url)}: {reason}") from None
 
 
 def _open_storage(url: str) -> optuna.storages.BaseStorage:

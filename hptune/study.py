@@ -28,7 +28,7 @@ from hptune.plots import gallery_figure
 from hptune.progress import Progress
 from hptune.samplers import build_pruner, build_sampler
 from hptune.storage import open_storage, redact, storage_url
-from hptune.tracking import PARENT_RUN_ATTR, StudyTracker, check_server, resolve_tracking_uri
+from hptune.tracking import PARENT_RUN_ATTR, StudyTracker, check_tracking, resolve_tracking_uri
 from hptune.training import evaluate
 
 GALLERY_SIZE = 8  # test images shown with true vs predicted labels (experiment A)
@@ -117,7 +117,7 @@ def optimize(config: StudyConfig) -> StudyResult:
     splits = data.load(config.data, device)
     build_sampler(config), build_pruner(config)
     tracking_uri = resolve_tracking_uri(config.tracking.uri)
-    check_server(tracking_uri)
+    check_tracking(tracking_uri)
 
     study = open_study(config)
     tracker = StudyTracker(config.experiment_name, tracking_uri)

@@ -31,7 +31,7 @@ from mlflow.tracking import MlflowClient
 
 from hptune.errors import HptuneError
 from hptune.plots import confusion_matrix_png
-from hptune.storage import redact, redact_text, use_wal
+from hptune.storage import check_database, redact, redact_text, use_wal
 
 PARENT_RUN_ATTR = "hptune.mlflow_parent_run_id"  # kept in the Optuna study's user attributes
 
@@ -41,11 +41,15 @@ def resolve_tracking_uri(configured: str | None) -> str | None:
     return os.environ.get("MLFLOW_TRACKING_URI") or configured or None
 
 
-def check_server(tracking_uri: str | None, timeout_s: float = 10) -> None:
-    """Raise ``HptuneError`` when a tracking server (an ``http(s)://`` URI) does not answer:
-    MLflow's client retries each request for minutes before it gives up. Any HTTP answer (a
-    login page, a 404) counts as one."""
-    if not tracking_uri or not tracking_uri.startswith(("http://", "https://")):
+def check_tracking(tracking_uri: str | None, timeout_s: float = 10) -> None:
+    """Raise ``HptuneError`` when the tracking store cannot be reached: MLflow's client retries
+    each request to a server, and each connection to a database, for minutes before it gives
+    up. A server (``http(s)://``) is asked once (any HTTP answer counts: a login page, a 404); a
+    database server is connected to once."""
+    if not tracking_uri:
+        return
+    if not tracking_uri.startswith(("http://", "https://")):
+        check_database(tracking_uri, "MLflow tracking store")
         return
     parts = urllib.parse.urlsplit(tracking_uri)
     address = parts._replace(netloc=parts.hostname or "")
@@ -314,7 +318,7 @@ class StudyReader:
     """Reads a study's runs back from MLflow, for ``hptune export-report``."""
 
     def __init__(self, tracking_uri: str | None) -> None:
-        check_server(tracking_uri)
+        check_tracking(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.tracking_uri = self.client.tracking_uri
         # One download per artifact: MLflow's progress bars would only clutter the terminal.

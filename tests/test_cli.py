@@ -72,23 +72,29 @@ def test_a_storage_that_cannot_be_opened_is_a_clear_error(
     assert "secret" not in err  # the URL's password is not shown
 
 
-def test_a_tracking_server_that_does_not_answer_is_a_clear_error_and_writes_nothing(
-    tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("http://127.0.0.1:{port}", "the MLflow tracking server http://127.0.0.1:"),
+        ("postgresql+psycopg://u:secret@127.0.0.1:{port}/x", "MLflow tracking store: cannot open"),
+    ],
+)
+def test_a_tracking_store_that_does_not_answer_is_a_clear_error_and_writes_nothing(
+    tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch, uri: str, message: str
 ) -> None:
     from tests.conftest import free_port
 
-    # Nothing listens there: MLflow's client would retry each request for minutes (here, where
-    # the check was missing, it would fail within seconds instead).
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    # Nothing listens there: MLflow's client would retry each request (each connection) for
+    # minutes (here, where the check was missing, it would fail within seconds instead).
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri.format(port=free_port()))
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     path = study_yaml(tmp_path / "s.yaml", "name: s\ndata: {dataset: mnist}\n")
     code, _, err = invoke("optimize", str(path), "--n-trials", "1")
-    assert code == 2
-    assert "error: the MLflow tracking server http://127.0.0.1:" in err and "does not answer" in err
+    assert code == 2 and f"error: {message}" in err and "secret" not in err
     assert not (tmp_path / "mlruns").exists()  # the Optuna study was not created
     code, _, err = invoke("export-report", str(path))
-    assert code == 2 and "does not answer" in err
+    assert code == 2 and message in err
 
 
 def test_missing_data_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None:
