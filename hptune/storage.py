@@ -234,9 +234,13 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         return _open_storage(url)
 
 
+DATABASE_SERVERS = ("postgresql", "mysql", "mssql")  # the servers MLflow's SQL store runs on
+
+
 def check_database(url: str, what: str) -> None:
-    """Connect once to the database server of ``url`` (SQLite and URLs that are not SQLAlchemy's
-    are left alone), so that a wrong URL is an error before anything is written.
+    """Connect once to the database server of ``url``, so that a wrong URL is an error before
+    anything is written. Other URLs (SQLite, folders, ``file:``, ``databricks://``) are left
+    alone.
 
     Raises:
         HptuneError: the driver is not installed, or the server cannot be reached (in 10 s).
@@ -246,8 +250,8 @@ def check_database(url: str, what: str) -> None:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        return  # not a database URL (a folder, a file: URI)
-    if parsed.get_backend_name() == "sqlite":
+        return  # not a database URL (a folder)
+    if parsed.get_backend_name() not in DATABASE_SERVERS:
         return
     with _database_errors(url, what):
         options = {"connect_timeout": 10} if parsed.get_backend_name() == "postgresql" else {}

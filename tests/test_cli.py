@@ -73,6 +73,15 @@ def test_a_storage_that_cannot_be_opened_is_a_clear_error(
 
 
 @pytest.mark.parametrize(
+    "uri", ["file:///{folder}/runs", "{folder}/runs", "databricks://profile", "sqlite:///x.db"]
+)
+def test_tracking_uris_that_are_not_servers_are_left_to_mlflow(tmp_path: Path, uri: str) -> None:
+    from hptune.tracking import check_tracking
+
+    check_tracking(uri.format(folder=tmp_path))  # nothing to ask, no error
+
+
+@pytest.mark.parametrize(
     ("uri", "message"),
     [
         ("http://127.0.0.1:{port}", "the MLflow tracking server http://127.0.0.1:"),
