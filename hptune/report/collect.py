@@ -108,10 +108,10 @@ def collect(study_name: str, storage: str, tracking_uri: str | None, experiment:
     """Load the study and its runs.
 
     Raises:
-        HptuneError: no study of that name in the storage, or a tracking server that does not
-            answer.
+        HptuneError: no study of that name in the storage, or a tracking store that cannot
+            be reached.
     """
-    reader = StudyReader(tracking_uri)  # first: it checks that a tracking server answers
+    reader = StudyReader(tracking_uri)  # first: it checks that the tracking store answers
     try:
         study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     except KeyError:
