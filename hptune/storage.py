@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import hashlib
 import re
 import sqlite3
 import threading
@@ -298,6 +299,37 @@ def _open_storage(url: str) -> optuna.storages.BaseStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         use_wal(url)
         return TrialCache(_SQLiteStorage(url, path, **options))
+
+
+@contextlib.contextmanager
+def enqueue_lock(url: str, study_name: str) -> Iterator[None]:
+    """One process at a time enqueues the rows of a study's table (``grid.enqueue_table``), so
+    that commands started at the same instant (on one machine or several, e.g. a job array)
+    queue each row once: the next one sees the rows already queued. SQLite: a file lock beside
+    the database; PostgreSQL: an advisory lock named after the study. Other servers keep the
+    race Optuna's ``enqueue_trial`` documents."""
+    path = sqlite_file(url)
+    if path is not None:
+        with FileLock(f"{path}.enqueue.lock"):
+            yield
+        return
+    if make_url(url).get_backend_name() != "postgresql":
+        yield
+        return
+    from sqlalchemy import create_engine, text
+
+    digest = hashlib.sha256(f"hptune.enqueue:{study_name}".encode()).digest()
+    key = {"key": int.from_bytes(digest[:8], "big", signed=True)}
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), key)
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+    finally:
+        engine.dispose()
 
 
 # A URL's password: ``scheme://user:PASSWORD@`` (a password's "@" and "/" are %-encoded).

@@ -27,7 +27,7 @@ from hptune.objective import TRIAL_FAILURES, BestModel, Objective, StudyStopped
 from hptune.plots import gallery_figure
 from hptune.progress import Progress
 from hptune.samplers import build_pruner, build_sampler
-from hptune.storage import open_storage, redact, storage_url
+from hptune.storage import enqueue_lock, open_storage, redact, storage_url
 from hptune.tracking import PARENT_RUN_ATTR, StudyTracker, check_tracking, resolve_tracking_uri
 from hptune.training import evaluate
 
@@ -189,7 +189,8 @@ def _enqueue_rows(study: optuna.Study, config: StudyConfig, rows: list[dict[str,
         from hptune.batchrun import group_rows
 
         rows = group_rows(config, rows)
-    queued = grid.enqueue_table(study, rows)
+    with enqueue_lock(storage_url(config.storage), config.name):
+        queued = grid.enqueue_table(study, rows)
     explicit = grid.explicit_n_trials(config)
     return queued if explicit is None else min(explicit, queued)
 

@@ -206,3 +206,42 @@ def test_a_table_worker_stops_when_no_row_waits() -> None:
     # Asked for 5 trials, the worker runs the one queued row and stops rather than sampling.
     study.optimize(objective, n_trials=5, callbacks=[grid.stop_when_queue_empty])
     assert ran == [1.0]
+
+
+def enqueue_at_once(url: str, commands: int = 4, rows: int = 30) -> int:
+    """``commands`` threads, each with its own storage (its own connections, as separate
+    processes have), enqueue the same table at the same instant; the trials waiting after."""
+    import threading
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from hptune import storage
+
+    optuna.create_study(study_name="race", storage=storage.open_storage(url))
+    table = [{"x": float(k)} for k in range(rows)]
+    ready = threading.Barrier(commands)
+    failures: list[BaseException] = []
+
+    def command() -> None:
+        try:
+            study = optuna.load_study(study_name="race", storage=storage.open_storage(url))
+            ready.wait()
+            with storage.enqueue_lock(url, "race"):
+                grid.enqueue_table(study, table)
+        except BaseException as error:  # reported by the test
+            failures.append(error)
+
+    threads = [threading.Thread(target=command) for _ in range(commands)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
+    study = optuna.load_study(study_name="race", storage=storage.open_storage(url))
+    return len(study.get_trials(states=(TrialState.WAITING,)))
+
+
+def test_commands_started_together_queue_each_row_once_on_sqlite(tmp_path: Path) -> None:
+    # Four commands (a job array) enqueue one 30-row table at once: 30 rows wait, not 120.
+    assert enqueue_at_once(f"sqlite:///{tmp_path / 'optuna.db'}") == 30

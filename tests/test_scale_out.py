@@ -230,3 +230,10 @@ def _running_with_a_run(url: str) -> bool:
     except psycopg.errors.UndefinedTable:  # not created yet
         return False
     return row is not None and row[0] > 0
+
+
+def test_commands_started_together_queue_each_row_once_on_postgresql(postgres: Database) -> None:
+    from tests.test_grid import enqueue_at_once
+
+    # Four commands (a job array on four machines) enqueue one 30-row table at once.
+    assert enqueue_at_once(postgres("race")) == 30
