@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import tempfile
@@ -43,6 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -191,7 +191,7 @@ def study_throughput(
 
 def learning_rates(count: int) -> list[float]:
     """The study-throughput trials' learning rates: ``count`` from 3e-4 to 1e-2."""
-    return [float(lr) for lr in torch.logspace(math.log10(3e-4), -2, count, dtype=torch.float64)]
+    return [float(lr) for lr in np.geomspace(3e-4, 1e-2, count)]
 
 
 def study_config(

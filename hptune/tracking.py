@@ -52,9 +52,7 @@ def check_tracking(tracking_uri: str | None, timeout_s: float = 10) -> None:
         check_database(tracking_uri, "MLflow tracking store")
         return
     parts = urllib.parse.urlsplit(tracking_uri)
-    address = parts._replace(netloc=parts.hostname or "")
-    if parts.port is not None:
-        address = address._replace(netloc=f"{address.netloc}:{parts.port}")
+    address = parts._replace(netloc=parts.netloc.rpartition("@")[2])  # without user:password@
     try:
         urllib.request.urlopen(urllib.parse.urlunsplit(address), timeout=timeout_s).close()
     except urllib.error.HTTPError:
