@@ -45,7 +45,10 @@ def check_tracking(tracking_uri: str | None, timeout_s: float = 10) -> None:
     """Raise ``HptuneError`` when the tracking store cannot be reached: MLflow's client retries
     each request to a server, and each connection to a database, for minutes before it gives
     up. A server (``http(s)://``) is asked once (any HTTP answer counts: a login page, a 404); a
-    database server is connected to once."""
+    database server is connected to once. A folder (MLflow's old file store, also MLflow's own
+    default where ``./mlruns`` holds one) is refused by MLflow 3 unless
+    ``MLFLOW_ALLOW_FILE_STORE`` is set: said here, before any store is written."""
+    check_file_store(tracking_uri)
     if not tracking_uri:
         return
     if not tracking_uri.startswith(("http://", "https://")):
@@ -63,6 +66,31 @@ def check_tracking(tracking_uri: str | None, timeout_s: float = 10) -> None:
             f"the MLflow tracking server {redact(tracking_uri)} does not answer ({reason}); start"
             " it, or set MLFLOW_TRACKING_URI (or the study file's tracking.uri) to one that runs"
         ) from None
+
+
+def check_file_store(tracking_uri: str | None) -> None:
+    """Raise ``HptuneError`` when MLflow would open a file store it refuses (see
+    ``check_tracking``); with no URI, MLflow's default is resolved as MLflow resolves it."""
+    import mlflow
+    from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    if urllib.parse.urlsplit(uri).scheme not in ("", "file") or MLFLOW_ALLOW_FILE_STORE.get():
+        return
+    refused = f"MLflow {mlflow.__version__} no longer opens file stores"
+    if tracking_uri:
+        raise HptuneError(
+            f"the MLflow tracking store {uri} is a folder: {refused}. Track to a database"
+            " instead (MLflow's default, sqlite:///mlflow.db, when tracking.uri and"
+            " MLFLOW_TRACKING_URI are unset), copy the folder's runs into one with `mlflow"
+            " migrate-filestore`, or set MLFLOW_ALLOW_FILE_STORE=true to use the folder anyway"
+        )
+    raise HptuneError(
+        f"with no tracking URI set, MLflow picks the folder {uri}, as it holds an old file"
+        f" store; {refused}. Copy its runs into a database (`mlflow migrate-filestore --source"
+        " mlruns --target sqlite:///mlflow.db`) and set tracking.uri (or MLFLOW_TRACKING_URI) to"
+        " sqlite:///mlflow.db; or set MLFLOW_ALLOW_FILE_STORE=true to use the folder anyway"
+    )
 
 
 class StudyTracker:

@@ -72,13 +72,32 @@ def test_a_storage_that_cannot_be_opened_is_a_clear_error(
     assert "secret" not in err  # the URL's password is not shown
 
 
-@pytest.mark.parametrize(
-    "uri", ["file:///{folder}/runs", "{folder}/runs", "databricks://profile", "sqlite:///x.db"]
-)
+@pytest.mark.parametrize("uri", ["databricks://profile", "sqlite:///x.db"])
 def test_tracking_uris_that_are_not_servers_are_left_to_mlflow(tmp_path: Path, uri: str) -> None:
     from hptune.tracking import check_tracking
 
-    check_tracking(uri.format(folder=tmp_path))  # nothing to ask, no error
+    check_tracking(uri)  # nothing to ask, no error
+
+
+@pytest.mark.parametrize("uri", ["file://{folder}/runs", "{folder}/runs", None])
+def test_a_file_store_is_a_clear_error_unless_mlflow_is_told_to_allow_it(
+    tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch, uri: str | None
+) -> None:
+    from hptune.tracking import check_tracking
+
+    if uri is None:  # MLflow's own default falls back to an old store in ./mlruns
+        (tmp_path / "mlruns" / "0").mkdir(parents=True)
+        (tmp_path / "mlruns" / "0" / "meta.yaml").write_text("name: Default\n")
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri.format(folder=tmp_path))
+    path = study_yaml(tmp_path / "s.yaml", "name: s\ndata: {dataset: mnist}\n")
+    code, _, err = invoke("optimize", str(path), "--n-trials", "1")
+    # MLflow 3 refuses the folder: said before the Optuna study is created, without a traceback.
+    assert code == 2 and "no longer opens file stores" in err and "Traceback" not in err
+    assert "MLFLOW_ALLOW_FILE_STORE=true" in err
+    assert not (tmp_path / "mlruns" / "optuna.db").exists()
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    check_tracking(uri and uri.format(folder=tmp_path))  # what MLflow then opens
 
 
 @pytest.mark.parametrize(
