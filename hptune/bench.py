@@ -227,7 +227,7 @@ def trial_overhead(result: Any) -> tuple[float, float]:
     ``time/epoch_s``, read back from MLflow): Optuna, MLflow, model building. As a percent of
     the wall time, and in milliseconds per trial (the percent shrinks as trials grow longer)."""
     wall = training = 0.0
-    for trial, epochs in _epoch_times(result):
+    for trial, epochs in epoch_times(result):
         wall += (trial.datetime_complete - trial.datetime_start).total_seconds()
         training += sum(epochs)
     return 100 * (wall - training) / wall, 1000 * (wall - training) / len(result.completed)
@@ -239,7 +239,7 @@ def batch_overhead(result: Any, size: int) -> tuple[float, float]:
     runs from its first member's start (its ask) to its last one's end (its tell), and its
     epochs are the batch's (every member logs the batch's epoch times)."""
     batches: dict[int, list[tuple[Any, list[float]]]] = {}
-    for trial, epochs in _epoch_times(result):
+    for trial, epochs in epoch_times(result):
         batches.setdefault(trial.number // size, []).append((trial, epochs))
     wall = training = 0.0
     for members in batches.values():
@@ -250,7 +250,7 @@ def batch_overhead(result: Any, size: int) -> tuple[float, float]:
     return 100 * (wall - training) / wall, 1000 * (wall - training) / trials
 
 
-def _epoch_times(result: Any) -> list[tuple[Any, list[float]]]:
+def epoch_times(result: Any) -> list[tuple[Any, list[float]]]:
     """Each complete trial with its epochs' ``time/epoch_s``, read back from MLflow."""
     from mlflow.tracking import MlflowClient
 
