@@ -81,18 +81,23 @@ def _trials_per_run(config: StudyConfig) -> str:
 
 def summarize_result(result: StudyResult, study_file: Path, study_name: str | None) -> str:
     """The lines printed after ``hptune optimize``: best trial, where the runs are, what next."""
-    import optuna
+    from optuna.trial import TrialState
 
     trials = result.study.get_trials(deepcopy=False)
-    states = {state: 0 for state in optuna.trial.TrialState}
+    states = {state: 0 for state in TrialState}
     for trial in trials:
         states[trial.state] += 1
-    lines = [
-        f"study {result.study.study_name}: {len(trials)} trials "
-        f"({states[optuna.trial.TrialState.COMPLETE]} complete, "
-        f"{states[optuna.trial.TrialState.PRUNED]} pruned, "
-        f"{states[optuna.trial.TrialState.FAIL]} failed)",
+    counts = [
+        f"{states[TrialState.COMPLETE]} complete",
+        f"{states[TrialState.PRUNED]} pruned",
+        f"{states[TrialState.FAIL]} failed",
     ]
+    if states[TrialState.WAITING]:  # a table's rows not run yet, stopped trials queued again
+        counts.append(f"{states[TrialState.WAITING]} queued")
+    if states[TrialState.RUNNING]:  # trained by other processes now
+        counts.append(f"{states[TrialState.RUNNING]} running elsewhere")
+    total = f"{len(trials)} trial{'' if len(trials) == 1 else 's'}"
+    lines = [f"study {result.study.study_name}: {total} ({', '.join(counts)})"]
     if result.configurations is not None:
         lines.append(f"configurations: {result.configurations_run} of {result.configurations} run")
     if result.completed:

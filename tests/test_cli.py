@@ -125,6 +125,35 @@ def test_a_tracking_store_that_does_not_answer_is_a_clear_error_and_writes_nothi
     assert code == 2 and message in err
 
 
+def test_the_summary_counts_queued_rows_and_other_processes_trials(
+    tmp_path: Path, mnist_dir: Path
+) -> None:
+    import optuna
+
+    from hptune.describe import summarize_result
+    from hptune.study import StudyResult
+
+    text = "name: s\ndata: {dataset: mnist}\ntrain: {epochs: 1}\nconfigurations:\n"
+    path = study_yaml(
+        tmp_path / "s.yaml",
+        text + "".join(f"  - {{lr: {lr}}}\n" for lr in ("1.0e-3", "2.0e-3", "3.0e-3")),
+    )
+    code, out, err = invoke("optimize", str(path), "--n-trials", "1")
+    # The table's other two rows wait for the next run: counted, not left out of the sum.
+    assert code == 0, err
+    assert "study s: 3 trials (1 complete, 0 pruned, 0 failed, 2 queued)\n" in out
+    assert "configurations: 1 of 3 run\n" in out
+    # A trial another process is training.
+    other = optuna.create_study()
+    other.ask()
+    summary = summarize_result(
+        StudyResult(other, "sqlite:///o.db", "sqlite:///m.db", "e"), path, None
+    )
+    assert summary.startswith(
+        f"study {other.study_name}: 1 trial (0 complete, 0 pruned, 0 failed, 1 running elsewhere)\n"
+    )
+
+
 def test_missing_data_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None:
     path = study_yaml(tmp_path / "s.yaml", "name: s\ndata: {dataset: mnist}\n")
     code, _, err = invoke("optimize", str(path), "--n-trials", "1")
