@@ -56,11 +56,11 @@ def invoke(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def make_study(root: Path, name: str = "rep", rows: str = ROWS) -> Path:
+def make_study(root: Path, name: str = "rep", rows: str = ROWS, *options: str) -> Path:
     write_idx(root / "datasets" / "mnist", gz=True)
     path = root / f"{name}.yaml"
     path.write_text(STUDY.format(name=name, root=root, rows=rows))
-    code, _, err = invoke("optimize", str(path))
+    code, _, err = invoke("optimize", str(path), *options)
     assert code == 0, err
     return path
 
@@ -161,6 +161,16 @@ def test_a_running_study_is_reported_as_far_as_it_got(tmp_path: Path) -> None:
     assert code == 0, err
     page = (tmp_path / "out" / "report.html").read_text()
     assert "still running" in page and "1 running" in page
+
+
+def test_a_table_not_run_to_its_end_says_how_many_rows_wait(tmp_path: Path) -> None:
+    rows = "  - {activation: relu, lr: 0.01}\n  - {activation: tanh, lr: 0.01}\n"
+    path = make_study(tmp_path, "part", rows, "--n-trials", "1")
+    code, _, err = invoke("export-report", str(path), "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "1: 1 complete, 0 pruned, 0 failed; 1 queued, not run yet" in page
+    assert "1 queued trials (rows of the study" in page
 
 
 def test_an_unknown_study_is_a_clear_error(tmp_path: Path) -> None:

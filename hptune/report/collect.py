@@ -66,6 +66,7 @@ class ReportData:
     parent: RunRecord | None
     trials: list[TrialData]
     best: BestData | None
+    queued: int = 0  # trials waiting to run: a table's rows, stopped trials queued again
 
     @property
     def metric(self) -> str:
@@ -143,7 +144,12 @@ def collect(study_name: str, storage: str, tracking_uri: str | None, experiment:
             # A dead worker's trial has its reason only on the run hptune closed for it.
             trial.fail_reason = trial.fail_reason or runs[run_id].tags.get("hptune.fail_reason")
         trials.append(trial)
-    data = ReportData(study, storage, reader.tracking_uri, experiment, parent, trials, best=None)
+    queued = sum(
+        t.state == optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False)
+    )
+    data = ReportData(
+        study, storage, reader.tracking_uri, experiment, parent, trials, best=None, queued=queued
+    )
     data.best = _best(data, reader, runs)
     return data
 

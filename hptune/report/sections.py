@@ -90,7 +90,8 @@ def summary(data: ReportData) -> Section:
             "trials",
             f"{len(data.trials)}: {counts['complete']} complete, {counts['pruned']} pruned, "
             f"{counts['failed']} failed"
-            + (f", {counts['running']} running" if counts["running"] else ""),
+            + (f", {counts['running']} running" if counts["running"] else "")
+            + (f"; {data.queued} queued, not run yet" if data.queued else ""),
         ],
         ["validation", tags.get("hptune.validation", "unknown")],
         ["wall time", f"{wall / 60:.1f} min" if wall is not None else "no trial ran"],
@@ -111,6 +112,15 @@ def summary(data: ReportData) -> Section:
     blocks: list[Text | Table | Image] = [Table(["item", "value"], rows, csv_name="summary.csv")]
     if counts["running"]:
         blocks.insert(0, Text("The study is still running: this report shows what exists so far."))
+    elif data.queued:
+        blocks.insert(
+            0,
+            Text(
+                f"{data.queued} queued trials (rows of the study's table, or stopped trials to run"
+                " again) have not run yet: running `hptune optimize` on the study file again runs"
+                " them. This report shows what exists so far."
+            ),
+        )
     if tags.get("hptune.validation") == "test set":
         blocks.append(
             Text(
