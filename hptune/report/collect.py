@@ -123,10 +123,11 @@ def collect(study_name: str, storage: str, tracking_uri: str | None, experiment:
         ) from None
     parent = reader.parent(experiment, study_name)
     runs = {run.run_id: run for run in reader.trials(parent)} if parent else {}
-    trials = []
+    trials, queued = [], 0
     for frozen in study.get_trials(deepcopy=False):
         if frozen.state not in _STATES:
-            continue  # queued, not run yet
+            queued += 1  # WAITING: not run yet
+            continue
         run_id = frozen.user_attrs.get(RUN_ID_ATTR)
         trial = TrialData(
             number=frozen.number,
@@ -144,9 +145,6 @@ def collect(study_name: str, storage: str, tracking_uri: str | None, experiment:
             # A dead worker's trial has its reason only on the run hptune closed for it.
             trial.fail_reason = trial.fail_reason or runs[run_id].tags.get("hptune.fail_reason")
         trials.append(trial)
-    queued = sum(
-        t.state == optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False)
-    )
     data = ReportData(
         study, storage, reader.tracking_uri, experiment, parent, trials, best=None, queued=queued
     )
