@@ -170,7 +170,7 @@ def test_a_table_not_run_to_its_end_says_how_many_rows_wait(tmp_path: Path) -> N
     assert code == 0, err
     page = (tmp_path / "out" / "report.html").read_text()
     assert "1: 1 complete, 0 pruned, 0 failed; 1 queued, not run yet" in page
-    assert "1 queued trials (rows of the study" in page
+    assert "1 queued trial (rows of the study" in page
 
 
 def test_an_unknown_study_is_a_clear_error(tmp_path: Path) -> None:

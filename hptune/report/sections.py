@@ -116,9 +116,10 @@ def summary(data: ReportData) -> Section:
         blocks.insert(
             0,
             Text(
-                f"{data.queued} queued trials (rows of the study's table, or stopped trials to run"
-                " again) have not run yet: running `hptune optimize` on the study file again runs"
-                " them. This report shows what exists so far."
+                f"{data.queued} queued trial{'' if data.queued == 1 else 's'} (rows of the"
+                " study's table, or stopped trials to run again) not run yet: running `hptune"
+                " optimize` on the study file again runs them. This report shows what exists so"
+                " far."
             ),
         )
     if tags.get("hptune.validation") == "test set":
