@@ -15,11 +15,13 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    field_serializer,
     field_validator,
     model_validator,
 )
 
 from hptune import registry
+from hptune.imports import UserCallable, spec_text
 
 
 def _one_of(valid: Sequence[str], kind: str) -> Callable[[str], str]:
@@ -35,7 +37,20 @@ Activation = Annotated[str, AfterValidator(_one_of(registry.ACTIVATIONS, "activa
 Optimizer = Annotated[str, AfterValidator(_one_of(registry.OPTIMIZERS, "optimizer"))]
 Scheduler = Annotated[str, AfterValidator(_one_of(registry.SCHEDULERS, "scheduler"))]
 ModelFamily = Annotated[str, AfterValidator(_one_of(registry.MODELS, "model family"))]
-Dataset = Annotated[str, AfterValidator(_one_of(registry.DATASETS, "dataset"))]
+TORCHVISION_PREFIX = "torchvision:"
+
+
+def _dataset_name(name: str) -> str:
+    """A built-in name, or ``torchvision:NAME`` (any torchvision classification data set)."""
+    if name in registry.DATASETS or (
+        name.startswith(TORCHVISION_PREFIX) and name.removeprefix(TORCHVISION_PREFIX)
+    ):
+        return name
+    valid = [*registry.DATASETS, f"{TORCHVISION_PREFIX}NAME"]
+    raise ValueError(registry.unknown_name_message("dataset", name, valid))
+
+
+Dataset = Annotated[str, AfterValidator(_dataset_name)]
 SamplerName = Annotated[str, AfterValidator(_one_of(registry.SAMPLERS, "sampler"))]
 PrunerName = Annotated[str, AfterValidator(_one_of(registry.PRUNERS, "pruner"))]
 Metric = Annotated[str, AfterValidator(_one_of(registry.METRICS, "metric"))]
@@ -75,6 +90,10 @@ class PrunerConfig(_Section):
 
 class DataConfig(_Section):
     dataset: Dataset = "fashion_mnist"
+    # The user's own data: "module:callable" (or a callable, from Python) returning train/test
+    # (``hptune.userdata``); ``params`` are its keyword arguments, or a torchvision set's.
+    loader: UserCallable | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
     data_dir: Path | None = None
     download: bool = False
     normalize: Literal["minus_one_one", "zero_one"] = "minus_one_one"
@@ -91,7 +110,29 @@ class DataConfig(_Section):
                 "validation='split' needs val_fraction > 0 (or validation: test), "
                 f"but got val_fraction={self.val_fraction}"
             )
+        if self.loader is not None and "dataset" in self.model_fields_set:
+            raise ValueError("loader and dataset both name the data; set one")
+        if self.params and self.loader is None and not self.is_torchvision:
+            raise ValueError(f"params are for a loader or a torchvision set, not {self.dataset}")
         return self
+
+    @field_serializer("loader", when_used="json")
+    def _loader_text(self, loader: UserCallable | None) -> str | None:
+        return None if loader is None else spec_text(loader)
+
+    @property
+    def is_torchvision(self) -> bool:
+        return self.loader is None and self.dataset.startswith(TORCHVISION_PREFIX)
+
+    @property
+    def source_name(self) -> str:
+        """What the data is, for params and reports: a dataset name or the loader's path."""
+        return self.dataset if self.loader is None else spec_text(self.loader)
+
+    @property
+    def scales_floats(self) -> bool:
+        """Whether float images are normalized too: only when the file sets ``normalize``."""
+        return "normalize" in self.model_fields_set
 
 
 # Which model fields each family reads; setting another one is an error, not a silent no-op.
@@ -102,10 +143,17 @@ FAMILY_FIELDS: dict[str, frozenset[str]] = {
         {"family", "activation", "conv_blocks", "filters", "dense_layers", "neurons"}
     ),
 }
+# hptune's own model settings; a user's factory gets those the study sets where its signature
+# names them (``hptune.models.factory_arguments``).
+MODEL_SETTINGS = frozenset().union(*FAMILY_FIELDS.values()) - {"family"}
 
 
 class ModelConfig(_Section):
     family: ModelFamily = "mlp"
+    # The user's own model: "module:callable" (or a callable, from Python) returning an
+    # nn.Module; ``params`` are fixed keyword arguments (searched ones are written here too).
+    factory: UserCallable | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
     activation: Activation = "relu"
     # mlp: ``depth`` layers of ``width``, or any list of sizes (also written "512-256-128").
     width: int = Field(128, ge=1)
@@ -132,9 +180,21 @@ class ModelConfig(_Section):
             return [value]
         return value
 
+    @field_serializer("factory", when_used="json")
+    def _factory_text(self, factory: UserCallable | None) -> str | None:
+        return None if factory is None else spec_text(factory)
+
     @model_validator(mode="after")
     def _fields_fit_family(self) -> ModelConfig:
-        unused = sorted(self.model_fields_set - FAMILY_FIELDS.get(self.family, frozenset()))
+        if self.factory is not None:  # the factory's signature is checked on loading
+            if "family" in self.model_fields_set:
+                raise ValueError("family and factory both name the model; set one")
+            return self
+        if self.params:
+            raise ValueError(f"params are a factory's arguments; family {self.family!r} has none")
+        unused = sorted(
+            self.model_fields_set - FAMILY_FIELDS.get(self.family, frozenset()) - {"params"}
+        )
         if unused:
             raise ValueError(f"{', '.join(unused)} not used by model family {self.family!r}")
         if self.hidden_sizes is not None and {"width", "depth"} & self.model_fields_set:
@@ -298,13 +358,22 @@ class StudyConfig(_Section):
         return self._source
 
     @property
+    def folder(self) -> Path | None:
+        """Where the study file's ``module:callable`` paths are looked up first."""
+        return self._source.parent if self._source is not None else None
+
+    @property
     def experiment_name(self) -> str:
         return self.tracking.experiment or self.name
 
     def with_params(self, params: Mapping[str, Choice | None]) -> StudyConfig:
-        """This config with search-space values written into their sections, validated again."""
+        """This config with search-space values written into their sections, validated again;
+        a name that is not hptune's own (``PARAMS``) goes to the model factory's ``params``."""
         raw = self.model_dump(exclude_unset=True)
         for name, value in params.items():
+            if name not in PARAMS:
+                raw.setdefault("model", {}).setdefault("params", {})[name] = value
+                continue
             section, field = PARAMS[name]
             raw.setdefault(section, {})[field] = value
         resolved = StudyConfig.model_validate(raw)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from hptune import userdata
 from hptune.config import DataConfig
 from hptune.errors import DataError
 from hptune.registry import lookup
@@ -180,25 +181,33 @@ def _read(root: Path, spec: DatasetSpec, train: bool) -> tuple[torch.Tensor, tor
     return dataset.data, dataset.targets
 
 
-def load(config: DataConfig, device: torch.device) -> Splits:
+def load(config: DataConfig, device: torch.device, source: Path | None = None) -> Splits:
     """Load train/validation/test splits as normalized tensors on ``device``.
 
     ``train_subset``/``test_subset`` keep the first N images; the validation split is a seeded
     ``random_split`` of the (subset) training images, or the test set with ``validation: test``.
+    A loader's or torchvision set's data (``hptune.userdata``) is read with ``source``, the
+    study file, naming it in errors and giving the folder its loader is looked up in first.
     """
-    spec = lookup(DATASETS, config.dataset, "dataset")
-    root = locate(config)
-    train_images, train_labels = _read(root, spec, train=True)
-    test_images, test_labels = _read(root, spec, train=False)
+    if config.loader is not None or config.is_torchvision:
+        where = str(source) if source is not None else "<study>"
+        sets = userdata.read(config, search_roots(config), source.parent if source else None, where)
+        train_images, train_labels, test_images, test_labels, classes = (
+            sets.train_x,
+            sets.train_y,
+            sets.test_x,
+            sets.test_y,
+            sets.classes,
+        )
+    else:
+        train_images, train_labels, test_images, test_labels, classes = _builtin(config)
     train_images, train_labels = (
         train_images[: config.train_subset],
         train_labels[: config.train_subset],
     )
     test_images, test_labels = test_images[: config.test_subset], test_labels[: config.test_subset]
-
-    import torchvision.datasets
-
-    classes = list(getattr(torchvision.datasets, spec.torchvision_class).classes)
+    values = (len(train_images) + len(test_images)) * train_images[0].numel()
+    userdata.check_fits(values, device, f"{source or '<study>'}: data")
     test_x, test_y = _to_device(test_images, config, device), test_labels.to(device)
     if config.validation == "test":
         train_x, train_y = _to_device(train_images, config, device), train_labels.to(device)
@@ -230,9 +239,33 @@ def load(config: DataConfig, device: torch.device) -> Splits:
     )
 
 
+def _builtin(
+    config: DataConfig,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """A built-in set's train and test images and labels, and its class names."""
+    import torchvision.datasets
+
+    spec = lookup(DATASETS, config.dataset, "dataset")
+    root = locate(config)
+    train_images, train_labels = _read(root, spec, train=True)
+    test_images, test_labels = _read(root, spec, train=False)
+    classes = list(getattr(torchvision.datasets, spec.torchvision_class).classes)
+    return train_images, train_labels, test_images, test_labels, classes
+
+
 def _to_device(images: torch.Tensor, config: DataConfig, device: torch.device) -> torch.Tensor:
-    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) in [0, 1] or [-1, 1], converted on the device."""
-    x = images.to(device).unsqueeze(1).float().div_(255.0)
+    """uint8 (N, [C,] H, W) -> float32 (N, C, H, W) in [0, 1] or [-1, 1], converted on the
+    device; float images as they are, unless the study file sets ``normalize`` (then read as
+    [0, 1])."""
+    x = images.to(device)
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255.0)
+    elif not config.scales_floats:
+        return x.float()
+    else:
+        x = x.float().clone()
     if config.normalize == "minus_one_one":
         x.sub_(0.5).div_(0.5)  # torchvision's Normalize((0.5,), (0.5,)) as the seeds used it
     return x

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hptune import grid, space
-from hptune.config import StudyConfig
+from hptune.config import MODEL_SETTINGS, StudyConfig
+from hptune.imports import resolve, signature_text, spec_text
 
 if TYPE_CHECKING:
     from hptune.study import StudyResult
@@ -31,7 +32,9 @@ def describe_study(config: StudyConfig) -> str:
         f"trials per run: {_trials_per_run(config)}"
         + (f", timeout {config.timeout:g} s" if config.timeout else "")
         + (f", {config.batch_trials} at a time" if config.batch_trials > 1 else ""),
-        f"data: {config.data.dataset}, normalize {config.data.normalize}, validation "
+        f"data: {config.data.source_name}"
+        + (f" {config.data.params}" if config.data.params else "")
+        + f", normalize {config.data.normalize}, validation "
         + (
             "on the test set"
             if config.data.validation == "test"
@@ -39,7 +42,7 @@ def describe_study(config: StudyConfig) -> str:
         )
         + (f", train_subset {config.data.train_subset}" if config.data.train_subset else "")
         + (f", test_subset {config.data.test_subset}" if config.data.test_subset else ""),
-        "model: " + ("searched (family)" if "family" in grid.full_space(config) else model.family),
+        "model: " + _model_line(config),
         f"train: epochs {train.epochs}, device {train.device}, seed {train.seed}"
         + ("" if train.seed_per_trial else " (same for every trial)"),
         "fixed:",
@@ -52,7 +55,11 @@ def describe_study(config: StudyConfig) -> str:
         "batch_size": train.batch_size,
         "scheduler": train.scheduler,
     }
-    if model.family == "mlp" and not searched & {"width", "depth", "hidden_sizes"}:
+    if model.factory is not None:
+        fixed = {k: v for k, v in fixed.items() if k != "activation"}
+        settings = MODEL_SETTINGS & model.model_fields_set
+        fixed |= {name: getattr(model, name) for name in sorted(settings)} | model.params
+    elif model.family == "mlp" and not searched & {"width", "depth", "hidden_sizes"}:
         fixed |= {"hidden_sizes": "-".join(map(str, model.layer_sizes)), "dropout": model.dropout}
     if model.family == "convnet":
         fixed |= {
@@ -69,6 +76,15 @@ def describe_study(config: StudyConfig) -> str:
     if grid.is_exhaustive(config):
         lines.append(f"configurations: {len(grid.table(config))}")
     return "\n".join(lines)
+
+
+def _model_line(config: StudyConfig) -> str:
+    """The family, or the factory's path and signature (``hptune validate`` imports it)."""
+    model = config.model
+    if model.factory is None:
+        return "searched (family)" if "family" in grid.full_space(config) else model.family
+    factory = resolve(model.factory, config.folder, "model.factory")
+    return f"factory {spec_text(model.factory)}, {signature_text(factory)}"
 
 
 def _trials_per_run(config: StudyConfig) -> str:

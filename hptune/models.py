@@ -1,13 +1,18 @@
-"""Model families and hidden activations. Plain torch: no Optuna, no MLflow here."""
+"""Model families, hidden activations, and the user's own model factory. Plain torch: no
+Optuna, no MLflow here."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from hptune.config import ModelConfig
+from hptune.config import MODEL_SETTINGS, ModelConfig
+from hptune.errors import ConfigError
+from hptune.imports import accepted_names, resolve, spec_text
 from hptune.registry import lookup
 
 
@@ -55,8 +60,14 @@ def build_mlp(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int)
 
 
 def build_cnn(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
-    """Experiment A's "FlexibleCNN": two 3x3 convs (32, 64), max-pool, dropouts 0.25 / 0.5."""
-    channels, height, width = input_shape
+    """Experiment A's "FlexibleCNN": two 3x3 convs (32, 64), max-pool, dropouts 0.25 / 0.5;
+    ``C`` input channels, any H x W of at least 6 x 6."""
+    channels, height, width = _image_shape(input_shape, "cnn")
+    if min(height, width) < 6:
+        raise ConfigError(
+            f"model.family: cnn needs images of at least 6x6 (two 3x3 convolutions and a 2x2 "
+            f"pool), but the data's are {height}x{width}; use family mlp, convnet or a factory"
+        )
     flat = 64 * ((height - 4) // 2) * ((width - 4) // 2)  # 9216 for 28x28
     return nn.Sequential(
         nn.Conv2d(channels, 32, 3),
@@ -80,7 +91,13 @@ def build_convnet(config: ModelConfig, input_shape: tuple[int, ...], n_classes: 
     Convolutions are unpadded, as Keras' default: 28 -> 13 -> 5 -> 1 pixels after 1, 2, 3 blocks.
     With one block, 32 filters and one dense layer of 100 this is D's baseline.
     """
-    channels, height, width = input_shape
+    channels, height, width = _image_shape(input_shape, "convnet")
+    smallest = 3 * 2**config.conv_blocks - 2  # 4, 10, 22: 1x1 pixels after the last block
+    if min(height, width) < smallest:
+        raise ConfigError(
+            f"model.conv_blocks: {config.conv_blocks} convnet blocks need images of at least "
+            f"{smallest}x{smallest}, but the data's are {height}x{width}"
+        )
     layers: list[nn.Module] = []
     for block in range(config.conv_blocks):
         filters = config.filters * 2**block
@@ -99,6 +116,16 @@ def build_convnet(config: ModelConfig, input_shape: tuple[int, ...], n_classes: 
     return nn.Sequential(*layers)
 
 
+def _image_shape(input_shape: tuple[int, ...], family: str) -> tuple[int, int, int]:
+    if len(input_shape) != 3:
+        raise ConfigError(
+            f"model.family: {family} takes images (C, H, W), but the data's samples are "
+            f"{tuple(input_shape)}; use family mlp or a factory"
+        )
+    channels, height, width = input_shape
+    return channels, height, width
+
+
 # The head emits logits; training applies cross-entropy: log-softmax + NLL as experiment A wrote
 # it, and Keras' softmax output + categorical cross-entropy (C, D) up to Keras' clipping of
 # probabilities. A hidden softmax or exponential activation therefore trains or diverges as in
@@ -110,9 +137,83 @@ MODELS: dict[str, Callable[[ModelConfig, tuple[int, ...], int], nn.Module]] = {
 }
 
 
-def build_model(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
-    """Build the configured family for inputs of ``input_shape`` (C, H, W)."""
-    return lookup(MODELS, config.family, "model family")(config, input_shape, n_classes)
+def build_model(
+    config: ModelConfig, input_shape: tuple[int, ...], n_classes: int, folder: Path | None = None
+) -> nn.Module:
+    """Build the configured family, or call the user's factory (looked up first in ``folder``),
+    for inputs of ``input_shape`` (C, H, W) and ``n_classes`` logits.
+
+    Raises:
+        ConfigError: the factory cannot be found, raises, or returns no ``nn.Module``.
+    """
+    if config.factory is None:
+        return lookup(MODELS, config.family, "model family")(config, input_shape, n_classes)
+    factory = resolve(config.factory, folder, "model.factory")
+    arguments = factory_arguments(config, factory, input_shape, n_classes)
+    where = f"model.factory: {spec_text(config.factory)}({_call_text(arguments)})"
+    try:
+        model = factory(**arguments)
+    except Exception as error:  # the user's code: any error is theirs to fix
+        raise ConfigError(f"{where} raised {type(error).__name__}: {error}") from error
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{where} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def factory_arguments(
+    config: ModelConfig,
+    factory: Callable[..., Any],
+    input_shape: tuple[int, ...],
+    n_classes: int,
+) -> dict[str, Any]:
+    """The factory's keyword arguments: ``model.params`` (fixed and searched), hptune's model
+    settings the study sets where the signature names them, and ``input_shape`` and
+    ``num_classes`` where it names them (``**kwargs`` takes everything)."""
+    names, takes_any = accepted_names(factory)
+    arguments = dict(config.params)
+    for name in sorted(MODEL_SETTINGS & config.model_fields_set):
+        if takes_any or name in names:
+            value = getattr(config, name)
+            arguments[name] = list(value) if isinstance(value, list) else value
+    for name, value in (("input_shape", tuple(input_shape)), ("num_classes", n_classes)):
+        if takes_any or name in names:
+            arguments.setdefault(name, value)
+    return arguments
+
+
+@torch.no_grad()
+def dry_run(
+    config: ModelConfig, sample: torch.Tensor, n_classes: int, folder: Path | None, where: str
+) -> None:
+    """Build the model and pass ``sample`` (two images) through it in eval mode, as a check
+    before a study writes anything: the model must map (N, C, H, W) to (N, n_classes) logits.
+
+    Raises:
+        ConfigError: naming ``where`` (the study file) and the model's key.
+    """
+    key = "model.factory" if config.factory is not None else "model.family"
+    try:
+        model = build_model(config, tuple(sample.shape[1:]), n_classes, folder).to(sample.device)
+        model.eval()
+        output = model(sample)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {problem}" for problem in error.problems) from None
+    except Exception as error:  # the user's forward pass: any error is theirs to fix
+        raise ConfigError(
+            f"{where}: {key}: the model's forward pass on input {tuple(sample.shape)} raised "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    expected = (len(sample), n_classes)
+    found = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+    if found != expected:
+        raise ConfigError(
+            f"{where}: {key}: the model maps input {tuple(sample.shape)} to {found}, but "
+            f"hptune needs {expected} logits ({n_classes} classes)"
+        )
+
+
+def _call_text(arguments: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in arguments.items())
 
 
 def swap_layers(model: nn.Module, replace: Callable[[nn.Module], nn.Module]) -> nn.Module:

@@ -15,8 +15,9 @@ import torch
 
 from hptune import data, interrupt, space
 from hptune.attrs import FAIL_REASON_ATTR, FIT_ATTR, RETRY_OF_ATTR, RUN_ID_ATTR
-from hptune.config import Choice, StudyConfig, TrainConfig
+from hptune.config import MODEL_SETTINGS, Choice, ModelConfig, StudyConfig, TrainConfig
 from hptune.device import precision_name
+from hptune.imports import spec_text
 from hptune.metrics import classification_details, curve_summary, fit_diagnosis
 from hptune.models import build_model
 from hptune.progress import Progress
@@ -54,13 +55,12 @@ def trial_seed(config: TrainConfig, number: int) -> int:
 
 
 def logged_params(config: StudyConfig, seed: int, device: torch.device) -> dict[str, Choice]:
-    """Every hyperparameter of a resolved trial config under its stable name."""
+    """Every hyperparameter of a resolved trial config under its stable name; a user factory's
+    parameters under their own names."""
     model, train_config = config.model, config.train
     params: dict[str, Choice] = {
-        "dataset": config.data.dataset,
+        "dataset": config.data.source_name,
         "normalize": config.data.normalize,
-        "family": model.family,
-        "activation": model.activation,
         "optimizer": train_config.optimizer,
         "lr": train_config.lr,
         "batch_size": train_config.batch_size,
@@ -70,6 +70,21 @@ def logged_params(config: StudyConfig, seed: int, device: torch.device) -> dict[
         "device": str(device),
         "precision": precision_name(train_config, device),
     }
+    params |= _model_params(model)
+    if train_config.weight_decay is not None:
+        params["weight_decay"] = train_config.weight_decay
+    return params
+
+
+def _model_params(model: ModelConfig) -> dict[str, Choice]:
+    """The model's hyperparameters: its family's fields, or a factory's path and arguments."""
+    if model.factory is not None:
+        settings = {name: getattr(model, name) for name in MODEL_SETTINGS & model.model_fields_set}
+        return {
+            "factory": spec_text(model.factory),
+            **{k: _loggable(v) for k, v in {**settings, **model.params}.items()},
+        }
+    params: dict[str, Choice] = {"family": model.family, "activation": model.activation}
     if model.family == "mlp":
         params.update(
             width=model.width,
@@ -84,9 +99,12 @@ def logged_params(config: StudyConfig, seed: int, device: torch.device) -> dict[
             dense_layers=model.dense_layers,
             neurons=model.neurons,
         )
-    if train_config.weight_decay is not None:
-        params["weight_decay"] = train_config.weight_decay
     return params
+
+
+def _loggable(value: object) -> Choice:
+    """A parameter value as MLflow stores it: scalars as they are, anything else as text."""
+    return value if isinstance(value, bool | int | float | str) else str(value)
 
 
 @dataclass(frozen=True)
@@ -175,7 +193,10 @@ class Objective:
     def build(self, running: Running) -> torch.nn.Module:
         """The trial's model, initialized from its seed, on the training device."""
         seed_everything(running.seed)
-        model = build_model(running.config.model, self.splits.input_shape, len(self.splits.classes))
+        config = running.config
+        model = build_model(
+            config.model, self.splits.input_shape, len(self.splits.classes), config.folder
+        )
         return model.to(self.device)
 
     def report(self, running: Running, report: EpochReport) -> None:

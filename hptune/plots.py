@@ -91,6 +91,16 @@ class _ConfusionPainter:
         return buffer.getvalue()
 
 
+def _displayable(image: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """A (C, H, W) image as imshow takes it: grayscale (H, W), or RGB (H, W, 3) scaled to
+    [0, 1] whatever the normalization; any other channel count shows its first channel."""
+    if image.ndim == 3 and image.shape[0] == 3:
+        rgb = image.transpose(1, 2, 0).astype(np.float64)
+        low, high = rgb.min(), rgb.max()
+        return (rgb - low) / (high - low) if high > low else np.zeros_like(rgb), None
+    return image[0] if image.ndim == 3 else image, "gray"
+
+
 def gallery_figure(
     images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, classes: list[str]
 ) -> Figure:
@@ -101,7 +111,7 @@ def gallery_figure(
     figure = Figure(figsize=(2.2 * columns, 2.5 * rows), layout="constrained")
     for index in range(count):
         axes = figure.add_subplot(rows, columns, index + 1)
-        axes.imshow(images[index].reshape(images.shape[-2:]), cmap="gray")
+        axes.imshow(*_displayable(images[index]))
         right = labels[index] == predictions[index]
         axes.set_title(
             f"true: {classes[labels[index]]}\npred: {classes[predictions[index]]}",

@@ -1,12 +1,27 @@
-"""The search space: YAML entries mapped one-to-one onto Optuna's public ``trial.suggest_*``."""
+"""The search space: YAML entries mapped one-to-one onto Optuna's public ``trial.suggest_*``,
+and where each name goes: hptune's own names (``config.PARAMS``) to their sections, any other
+name to the user's model factory (``model.factory``), whose signature must take it.
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hptune.config import CategoricalParam, Choice, FloatParam, IntParam, Param, StudyConfig
+from hptune.config import (
+    MODEL_SETTINGS,
+    PARAMS,
+    CategoricalParam,
+    Choice,
+    FloatParam,
+    IntParam,
+    Param,
+    StudyConfig,
+)
+from hptune.errors import ConfigError
 from hptune.grid import full_space
+from hptune.imports import accepted_names, resolve, signature_text, spec_text
 
 if TYPE_CHECKING:
     import optuna
@@ -32,6 +47,16 @@ def suggest(trial: optuna.Trial, config: StudyConfig) -> dict[str, Choice | None
             params[name] = trial.suggest_float(
                 name, param.low, param.high, step=param.step, log=param.log
             )
+    return params
+
+
+def first_point(config: StudyConfig) -> dict[str, Choice | None]:
+    """One point of the space (first choices, low ends): the model a study's start-up check
+    builds (``hptune.models.dry_run``)."""
+    params: dict[str, Choice | None] = {}
+    for name, param in full_space(config).items():
+        if param.applies(params):
+            params[name] = param.choices[0] if isinstance(param, CategoricalParam) else param.low
     return params
 
 
@@ -64,3 +89,42 @@ def fingerprint(config: StudyConfig) -> str:
         },
         sort_keys=True,
     )
+
+
+def user_names(config: StudyConfig) -> list[str]:
+    """Searched or listed parameter names that are not hptune's own: the factory's."""
+    listed = [name for row in config.configurations or [] for name in row]
+    return list(dict.fromkeys(n for n in [*config.search_space, *listed] if n not in PARAMS))
+
+
+def factory_problems(config: StudyConfig, folder: Path | None) -> list[str]:
+    """What a user's model factory cannot take, as ``key: problem`` lines (none without one):
+    an import path that does not resolve, a name neither hptune nor its signature knows, an
+    hptune model setting it does not name, a parameter both fixed and searched."""
+    model = config.model
+    if model.factory is None:
+        return []
+    try:
+        factory = resolve(model.factory, folder, "model.factory")
+    except ConfigError as error:
+        return error.problems
+    names, takes_any = accepted_names(factory)
+    described = f"the factory {spec_text(model.factory)} is {signature_text(factory)}"
+    problems = []
+    for name in user_names(config):
+        if name in model.params:
+            problems.append(f"model.params.{name}: is fixed here and also searched; keep one")
+        elif not takes_any and name not in names:
+            problems.append(
+                f"search_space.{name}: neither an hptune parameter ({', '.join(PARAMS)}) nor a "
+                f"parameter of the factory: {described}"
+            )
+    for name in model.params:
+        if not takes_any and name not in names:
+            problems.append(f"model.params.{name}: not a parameter of the factory: {described}")
+    searched = set(full_space(config))
+    for name in sorted(MODEL_SETTINGS & (model.model_fields_set | searched)):
+        if not takes_any and name not in names:
+            key = f"search_space.{name}" if name in searched else f"model.{name}"
+            problems.append(f"{key}: hptune passes {name} to the factory, but {described}")
+    return problems

@@ -21,8 +21,10 @@ from hptune.allocator import long_lived_frozen
 from hptune.attrs import FINGERPRINT_ATTR, RUN_ID_ATTR
 from hptune.config import Choice, StudyConfig
 from hptune.device import flush_denormals, resolve_device
-from hptune.errors import StudyConflictError
+from hptune.errors import ConfigError, StudyConflictError
+from hptune.imports import spec_text
 from hptune.metrics import classification_details
+from hptune.models import dry_run
 from hptune.objective import TRIAL_FAILURES, BestModel, Objective, StudyStopped
 from hptune.plots import gallery_figure
 from hptune.progress import Progress
@@ -114,7 +116,15 @@ def optimize(config: StudyConfig) -> StudyResult:
     _prepare_process()
     # Everything that can fail on the user's input runs before anything is written.
     device = resolve_device(config.train.device)
-    splits = data.load(config.data, device)
+    _check_importable(config)
+    splits = data.load(config.data, device, config.source)
+    dry_run(  # the model of the space's first point, through two samples
+        config.with_params(space.first_point(config)).model,
+        splits.train_x[:2],
+        len(splits.classes),
+        config.folder,
+        str(config.source or "<study>"),
+    )
     build_sampler(config), build_pruner(config)
     tracking_uri = resolve_tracking_uri(config.tracking.uri)
     check_tracking(tracking_uri)
@@ -162,6 +172,22 @@ def optimize(config: StudyConfig) -> StudyResult:
             result, configurations=len(keys), configurations_run=len(keys & done)
         )
     return result
+
+
+def _check_importable(config: StudyConfig) -> None:
+    """Worker processes import the factory and the loader by name: callables given from
+    Python cannot reach them."""
+    if config.workers == 1:
+        return
+    given = {"model.factory": config.model.factory, "data.loader": config.data.loader}
+    problems = [
+        f"{config.source or '<study>'}: {key}: workers > 1 import it in each worker, so it must "
+        f"be a 'module:callable' string, not the callable {spec_text(value)}"
+        for key, value in given.items()
+        if value is not None and not isinstance(value, str)
+    ]
+    if problems:
+        raise ConfigError(problems)
 
 
 def _parent_tags(config: StudyConfig) -> dict[str, str]:
@@ -232,7 +258,7 @@ def work(config: StudyConfig, n_trials: int | None, table: bool, worker: int) ->
     trials under the study's parent run, which the main process ends."""
     _prepare_process()
     device = resolve_device(config.train.device)
-    splits = data.load(config.data, device)
+    splits = data.load(config.data, device, config.source)
     study = open_study(config, worker)
     tracker = StudyTracker(config.experiment_name, resolve_tracking_uri(config.tracking.uri))
     parent = study.user_attrs[PARENT_RUN_ATTR]

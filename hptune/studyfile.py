@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from hptune import registry
+from hptune import registry, space
 from hptune.config import (
     FLOAT_PARAMS,
     INT_PARAMS,
@@ -27,6 +27,7 @@ from hptune.config import (
     StudyConfig,
 )
 from hptune.errors import ConfigError
+from hptune.imports import resolve
 
 
 def load_study_file(
@@ -49,7 +50,7 @@ def load_study_file(
     if study_name is not None:
         raw["name"] = study_name
         overridden["name"] = f"--study-name {study_name}"
-    config = _validate(raw, where=str(path), overridden=overridden)
+    config = _validate(raw, where=str(path), overridden=overridden, folder=path.parent)
     config._source = path
     return config
 
@@ -126,12 +127,15 @@ def validate_config(raw: dict[str, Any], where: str = "<study>") -> StudyConfig:
     return _validate(raw, where=where, overridden={})
 
 
-def _validate(raw: dict[str, Any], where: str, overridden: dict[str, str]) -> StudyConfig:
+def _validate(
+    raw: dict[str, Any], where: str, overridden: dict[str, str], folder: Path | None = None
+) -> StudyConfig:
     try:
         config = StudyConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_pydantic_problems(exc, where, overridden)) from None
     problems = [f"{where}: {p}" for p in _search_space_problems(config, overridden)]
+    problems += [f"{where}: {p}" for p in _user_code_problems(config, folder)]
     if problems:
         raise ConfigError(problems)
     return config
@@ -168,13 +172,28 @@ def _key_path(loc: Sequence[int | str]) -> str:
     return path
 
 
+def _user_code_problems(config: StudyConfig, folder: Path | None) -> list[str]:
+    """The model factory's and the data loader's import paths resolve, and the factory takes
+    every name routed to it (``hptune.space``)."""
+    problems = space.factory_problems(config, folder)
+    if config.data.loader is not None:
+        try:
+            resolve(config.data.loader, folder, "data.loader")
+        except ConfigError as error:
+            problems += error.problems
+    return problems
+
+
 def _search_space_problems(config: StudyConfig, overridden: dict[str, str]) -> list[str]:
     problems = []
     earlier = list(config.configurations[0]) if config.configurations else []
     for name, param in config.search_space.items():
         where = f"search_space.{name}"
         if name not in PARAMS:
-            problems.append(f"{where}: {registry.unknown_name_message('parameter', name, PARAMS)}")
+            if config.model.factory is None:  # (with one, space.factory_problems checks it)
+                message = registry.unknown_name_message("parameter", name, PARAMS)
+                problems.append(f"{where}: {message}")
+            earlier.append(name)
             continue
         problems += _fixed_twice(config, name, where, overridden)
         if isinstance(param, FloatParam) and name in INT_PARAMS:
@@ -223,7 +242,7 @@ def _configuration_problems(config: StudyConfig, overridden: dict[str, str]) -> 
     first = list(config.configurations[0])
     for index, row in enumerate(config.configurations):
         where = f"configurations[{index}]"
-        unknown = [name for name in row if name not in PARAMS]
+        unknown = [name for name in row if name not in PARAMS and config.model.factory is None]
         for name in unknown:
             problems.append(f"{where}: {registry.unknown_name_message('parameter', name, PARAMS)}")
         if unknown:
@@ -232,7 +251,8 @@ def _configuration_problems(config: StudyConfig, overridden: dict[str, str]) -> 
             for name in row:
                 if name in config.search_space:
                     problems.append(f"{where}.{name}: is also in search_space; keep one")
-                problems += _fixed_twice(config, name, where, overridden)
+                if name in PARAMS:
+                    problems += _fixed_twice(config, name, where, overridden)
         elif set(row) != set(first):
             problems.append(
                 f"{where}: sets {', '.join(row) or 'nothing'}, but every configuration must set "
@@ -240,6 +260,8 @@ def _configuration_problems(config: StudyConfig, overridden: dict[str, str]) -> 
             )
             continue
         for name, value in row.items():
+            if name not in PARAMS:
+                continue  # the factory's: any value it takes
             context = {k: v for k, v in row.items() if k != name}
             problems.extend(
                 f"{where}.{name}: {p}" for p in _value_problems(config, name, value, context)
