@@ -59,7 +59,9 @@ def resolve(spec: UserCallable, folder: Path | None, where: str) -> Callable[...
                 f"attribute {attribute!r}"
             ) from None
     if not callable(target):
-        raise ConfigError(f"{where}: {spec!r} is a {type(target).__name__}, not a callable")
+        raise ConfigError(
+            f"{where}: {spec!r} is not callable (found {type(target).__name__} {target!r})"
+        )
     return target
 
 

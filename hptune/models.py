@@ -156,7 +156,9 @@ def build_model(
     except Exception as error:  # the user's code: any error is theirs to fix
         raise ConfigError(f"{where} raised {type(error).__name__}: {error}") from error
     if not isinstance(model, nn.Module):
-        raise ConfigError(f"{where} returned a {type(model).__name__}, not a torch.nn.Module")
+        raise ConfigError(
+            f"{where} returned {type(model).__name__} {model!r:.60}, not a torch.nn.Module"
+        )
     return model
 
 
