@@ -14,12 +14,15 @@ An interrupt ends every member not yet told as FAIL with its parameters queued a
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import warnings
+from functools import partial
 from typing import Any
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from hptune import interrupt
@@ -27,6 +30,7 @@ from hptune.batched import SHARED_FIELDS, train_batched
 from hptune.config import Choice, StudyConfig
 from hptune.objective import TRIAL_FAILURES, Objective, Running, best_value
 from hptune.storage import trials_snapshot
+from hptune.training import TrainResult, train
 
 
 def optimize_batched(
@@ -92,14 +96,17 @@ class _Batch:
     def _train(self, group: list[Running]) -> None:
         objective = self.objective
         models = [objective.build(member) for member in group]
-        results = train_batched(
-            models,
-            objective.splits,
-            [member.config.train for member in group],
-            [member.seed for member in group],
-            lambda k, report: objective.report(group[k], report),
-            lambda: trials_snapshot(self.study),
-        )
+        if any(True for _ in models[0].buffers()):  # torch.func cannot stack their updates
+            results = _one_at_a_time(objective, group, models)
+        else:
+            results = train_batched(
+                models,
+                objective.splits,
+                [member.config.train for member in group],
+                [member.seed for member in group],
+                lambda k, report: objective.report(group[k], report),
+                lambda: trials_snapshot(self.study),
+            )
         unexpected: BaseException | None = None
         with trials_snapshot(self.study):  # the samplers' after-trial reads: once, not per tell
             for member, model, result in zip(group, models, results, strict=True):
@@ -123,6 +130,34 @@ class _Batch:
         else:
             self.study.tell(member.trial, outcome)
         self.objective.progress.trial_ended()
+
+
+_said: set[str] = set()
+
+
+def _one_at_a_time(
+    objective: Objective, group: list[Running], models: list[torch.nn.Module]
+) -> list[TrainResult | BaseException]:
+    """Members of a model with buffers (BatchNorm's running statistics, which torch.func
+    cannot stack), trained one after another; each one's result or the error that ended it,
+    as ``train_batched`` returns them. Said once per process."""
+    if "buffers" not in _said:
+        _said.add("buffers")
+        print(
+            "note: the model has buffers (e.g. BatchNorm statistics), so hptune trains batched "
+            "members one at a time",
+            file=sys.stderr,
+            flush=True,
+        )
+    results: list[TrainResult | BaseException] = []
+    for member, model in zip(group, models, strict=True):
+        try:
+            report = partial(objective.report, member)
+            train_config = member.config.train
+            results.append(train(model, objective.splits, train_config, member.seed, report))
+        except Exception as error:  # pruned or diverged: this member's outcome
+            results.append(error)
+    return results
 
 
 def batch_key(config: StudyConfig) -> tuple[object, ...]:
