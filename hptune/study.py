@@ -7,6 +7,7 @@ study lives in persistent storage, so running the same command again continues i
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import sys
 import warnings
@@ -335,6 +336,20 @@ def _after_a_stop() -> Iterator[None]:
         print(f"the study's best model was not logged: {error}", file=sys.stderr)
 
 
+def _input_contract(config: StudyConfig, splits: data.Splits) -> dict[str, str]:
+    """What the registered model takes and returns, written on its version: the study's data
+    decide it (shape, normalization, class names)."""
+    normalize: str = config.data.normalize
+    if config.data.loader is not None and not config.data.scales_floats:
+        normalize += " (uint8 images; float images as the loader gives them)"
+    return {
+        "hptune.input_shape": "(N, " + ", ".join(map(str, splits.input_shape)) + ")",
+        "hptune.input_dtype": "float32",
+        "hptune.normalize": normalize,
+        "hptune.classes": json.dumps(splits.classes),
+    }
+
+
 def _finish(
     study: optuna.Study,
     config: StudyConfig,
@@ -358,7 +373,13 @@ def _finish(
         note = f"stopping: logging trial {best.number}'s model, the study's best (Ctrl-C: skip)"
         print(note, file=sys.stderr, flush=True)
     example = splits.test_x[:2].cpu().numpy()  # batch of 2: export keeps the batch dim dynamic
-    tracker.log_model(run_id, best.model, example, config.tracking.registered_model or config.name)
+    tracker.log_model(
+        run_id,
+        best.model,
+        example,
+        config.tracking.registered_model or config.name,
+        _input_contract(config, splits),
+    )
     model = best.model.to(splits.test_x.device)
     _, predictions = evaluate(model, splits.test_x, splits.test_y)
     labels, predicted = splits.test_y.cpu().numpy(), predictions.cpu().numpy()

@@ -173,8 +173,16 @@ class StudyTracker:
         metric = Metric("best_value", value, int(time.time() * 1000), step)
         self.client.log_batch(parent_run_id, metrics=[metric], tags=tags)
 
-    def log_model(self, run_id: str, model: Any, input_example: Any, registered_name: str) -> str:
-        """Log a CPU, eval-mode torch model on ``run_id`` and register it; return its URI."""
+    def log_model(
+        self,
+        run_id: str,
+        model: Any,
+        input_example: Any,
+        registered_name: str,
+        version_tags: Mapping[str, str] | None = None,
+    ) -> str:
+        """Log a CPU, eval-mode torch model on ``run_id`` and register it, with
+        ``version_tags`` on the registered version (its input contract); return its URI."""
         import mlflow
         import mlflow.pytorch
         import torch
@@ -202,6 +210,10 @@ class StudyTracker:
             mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
             if previous is not None:
                 os.environ["MLFLOW_TRACKING_URI"] = previous
+        version = info.registered_model_version
+        for key, value in (version_tags or {}).items():
+            if version is not None:
+                self.client.set_model_version_tag(registered_name, str(version), key, value)
         return str(info.model_uri)
 
     def log_test_evaluation(

@@ -47,6 +47,10 @@ def test_user_factory_and_loader_run_a_tracked_study(user_code: Path) -> None:
     # The registered model reloads and maps the loader's (N, 3, 6, 6) images to 4 logits.
     model = mlflow.pytorch.load_model("models:/own/1")
     assert model(torch.zeros(5, 3, 6, 6)).shape == (5, 4)
+    # Its version says what it takes: the data's shape and class names.
+    tags = client.get_model_version("own", "1").tags
+    assert tags["hptune.input_shape"] == "(N, 3, 6, 6)"
+    assert tags["hptune.classes"] == '["north", "east", "south", "west"]'
 
 
 @pytest.mark.parametrize("family", ["mlp", "cnn", "convnet"])
