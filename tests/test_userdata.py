@@ -182,3 +182,38 @@ def test_a_set_larger_than_free_memory_is_an_error_giving_its_size(
     output = sets((x, np.arange(10) % 2), (x, np.arange(10) % 2))
     with pytest.raises(DataError, match=r"needs 0.00 GiB as float32 on cpu, but 0.00 GiB"):
         data.load(DataConfig(loader=lambda: output), torch.device("cpu"))  # type: ignore[arg-type]
+
+
+def test_workers_need_an_import_path_not_a_callable(user_code: Path) -> None:
+    from hptune.study import optimize
+
+    config = validate_config(
+        {"name": "py", "workers": 2, "model": {"factory": build_model, "params": {}}}
+    )
+    # A worker process cannot receive a callable by value: it imports the path itself.
+    with pytest.raises(ConfigError, match=r"model\.factory: workers > 1 .* 'module:callable'"):
+        optimize(config)
+    assert not (user_code / "mlflow.db").exists()
+
+
+def test_validate_shows_the_factory_signature_and_user_params(user_code: Path) -> None:
+    from tests.test_cli import invoke
+
+    code, out, err = invoke("validate", str(user_code / "study.yaml"))
+    assert code == 0, err
+    # The factory's path and signature, its fixed params, the loader; searched names as usual.
+    assert "model: factory mymodels:small_cnn, small_cnn(channels: int, input_shape," in out
+    assert "  dropout      0.1" in out and "data: mydata:load {'n': 300}" in out
+    assert "  channels     categorical  4, 8" in out
+
+
+def test_the_digits_example_loader_and_factory_fit_together() -> None:
+    example = Path(__file__).parents[1] / "examples" / "digits" / "study.yaml"
+    config = load_study_file(example)
+    splits = data.load(config.data, torch.device("cpu"), config.source)
+    # 1,797 real 8x8 digits: 20% held out for test, 10% of the rest for validation.
+    assert (len(splits.train_y) + len(splits.val_y), len(splits.test_y)) == (1438, 359)
+    assert splits.input_shape == (1, 8, 8) and splits.classes == [str(d) for d in range(10)]
+    trial = config.with_params({"channels": 8, "dropout": 0.1})
+    model = build_model(trial.model, splits.input_shape, 10, config.folder)
+    assert model(splits.test_x[:3]).shape == (3, 10)
