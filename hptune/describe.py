@@ -34,7 +34,13 @@ def describe_study(config: StudyConfig) -> str:
         + (f", {config.batch_trials} at a time" if config.batch_trials > 1 else ""),
         f"data: {config.data.source_name}"
         + (f" {config.data.params}" if config.data.params else "")
-        + f", normalize {config.data.normalize}, validation "
+        + f", normalize {config.data.normalize}"
+        + (
+            " (uint8; float as given)"
+            if config.data.loader and not config.data.scales_floats
+            else ""
+        )
+        + ", validation "
         + (
             "on the test set"
             if config.data.validation == "test"
