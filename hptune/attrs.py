@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 FINGERPRINT_ATTR = "hptune.fingerprint"  # study: the search space and objective it was run with
+SETTINGS_ATTR = "hptune.settings"  # study: the data, model and training settings trials share
 RETRY_OF_ATTR = "hptune.retry_of"  # trial: the interrupted trial whose params it repeats
 RUN_ID_ATTR = "hptune.mlflow_run_id"  # trial: its MLflow run
 FAIL_REASON_ATTR = "fail_reason"  # trial: why it failed as a recorded result

@@ -292,10 +292,16 @@ class StudyConfig(_Section):
     tracking: TrackingConfig = TrackingConfig()
 
     _source: Path | None = PrivateAttr(None)
+    # The ``--set`` overrides (and CLI flags written as such) this config was read with.
+    _overrides: tuple[str, ...] = PrivateAttr(())
 
     @property
     def source(self) -> Path | None:
         return self._source
+
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        return self._overrides
 
     @property
     def experiment_name(self) -> str:
@@ -308,5 +314,5 @@ class StudyConfig(_Section):
             section, field = PARAMS[name]
             raw.setdefault(section, {})[field] = value
         resolved = StudyConfig.model_validate(raw)
-        resolved._source = self._source
+        resolved._source, resolved._overrides = self._source, self._overrides
         return resolved

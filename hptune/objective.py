@@ -53,8 +53,41 @@ def trial_seed(config: TrainConfig, number: int) -> int:
     return int(np.random.SeedSequence([config.seed, number]).generate_state(1)[0])
 
 
+# Settings that do not change what a trial computes (where and how fast it runs, and the test
+# set, which trials are not compared on): a rerun may change them and still join the study.
+NOT_COMPARED = frozenset(
+    {
+        "data.data_dir",
+        "data.download",
+        "data.test_subset",
+        "train.device",
+        "train.precision",
+        "train.cuda_graphs",
+        "train.fast_paths",
+    }
+)
+
+
+def effective_settings(config: StudyConfig) -> dict[str, str]:
+    """The data, model and training settings of a config (after ``--set`` overrides) under
+    dotted keys (``data.train_subset``, ``train.epochs``), as text: what MLflow stores."""
+    settings: dict[str, str] = {}
+    for section in ("data", "model", "train"):
+        for field, value in getattr(config, section).model_dump(mode="json").items():
+            text = "-".join(map(str, value)) if isinstance(value, list) else str(value)
+            settings[f"{section}.{field}"] = text
+    return settings
+
+
+def compared_settings(config: StudyConfig) -> dict[str, str]:
+    """``effective_settings`` less ``NOT_COMPARED``: what trials of one study must share."""
+    return {k: v for k, v in effective_settings(config).items() if k not in NOT_COMPARED}
+
+
 def logged_params(config: StudyConfig, seed: int, device: torch.device) -> dict[str, Choice]:
-    """Every hyperparameter of a resolved trial config under its stable name."""
+    """Every hyperparameter of a resolved trial config under its stable name, then its whole
+    effective data, model and training configuration under dotted keys; ``device`` and
+    ``precision`` are what the trial ran with."""
     model, train_config = config.model, config.train
     params: dict[str, Choice] = {
         "dataset": config.data.dataset,
@@ -86,7 +119,7 @@ def logged_params(config: StudyConfig, seed: int, device: torch.device) -> dict[
         )
     if train_config.weight_decay is not None:
         params["weight_decay"] = train_config.weight_decay
-    return params
+    return {**params, **effective_settings(config)}
 
 
 @dataclass(frozen=True)

@@ -18,16 +18,23 @@ import optuna
 
 from hptune import data, grid, interrupt, space
 from hptune.allocator import long_lived_frozen
-from hptune.attrs import FINGERPRINT_ATTR, RUN_ID_ATTR
+from hptune.attrs import FINGERPRINT_ATTR, RUN_ID_ATTR, SETTINGS_ATTR
 from hptune.config import Choice, StudyConfig
 from hptune.device import flush_denormals, resolve_device
 from hptune.errors import StudyConflictError
 from hptune.metrics import classification_details
-from hptune.objective import TRIAL_FAILURES, BestModel, Objective, StudyStopped
+from hptune.objective import (
+    TRIAL_FAILURES,
+    BestModel,
+    Objective,
+    StudyStopped,
+    compared_settings,
+)
 from hptune.plots import gallery_figure
 from hptune.progress import Progress
 from hptune.samplers import build_pruner, build_sampler
-from hptune.storage import enqueue_lock, open_storage, redact, storage_url
+from hptune.storage import enqueue_lock, open_storage, redact, redact_text, storage_url
+from hptune.studyfile import effective_text
 from hptune.tracking import PARENT_RUN_ATTR, StudyTracker, check_tracking, resolve_tracking_uri
 from hptune.training import evaluate
 
@@ -93,6 +100,7 @@ def open_study(config: StudyConfig, worker: int = 0) -> optuna.Study:
             direction=config.objective.resolved_direction,  # type: ignore[arg-type]
         )
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+        study.set_user_attr(SETTINGS_ATTR, compared_settings(config))
         return study
     if study.user_attrs.get(FINGERPRINT_ATTR) != fingerprint:
         raise StudyConflictError(
@@ -100,9 +108,31 @@ def open_study(config: StudyConfig, worker: int = 0) -> optuna.Study:
             "search space or objective; continue it with the old file, or start a new study "
             "with --study-name NEW"
         )
+    _check_settings(study, config)
     resumed_at = len(study.get_trials(deepcopy=False))
     study.sampler = build_sampler(config, resumed_at=resumed_at, worker=worker)
     return study
+
+
+def _check_settings(study: optuna.Study, config: StudyConfig) -> None:
+    """Refuse a rerun whose data, model or training settings differ from the stored study's
+    (``objective.NOT_COMPARED`` may differ): its trials would not compare with the stored ones.
+    A study stored before settings were recorded gets this run's; a setting only one side
+    knows (a field added since) is not compared."""
+    current = compared_settings(config)
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    if stored is None:
+        study.set_user_attr(SETTINGS_ATTR, current)
+        return
+    changed = [k for k in sorted(stored.keys() & current.keys()) if stored[k] != current[k]]
+    if changed:
+        differences = "; ".join(f"{k}: {stored[k]} -> {current[k]}" for k in changed)
+        raise StudyConflictError(
+            f"study {config.name!r} in {redact(storage_url(config.storage))} trained its trials "
+            f"with other settings ({differences}), so its trials would not compare with this "
+            "run's; continue it with the stored settings, or start a new study with "
+            "--study-name NEW"
+        )
 
 
 def optimize(config: StudyConfig) -> StudyResult:
@@ -122,7 +152,11 @@ def optimize(config: StudyConfig) -> StudyResult:
     study = open_study(config)
     tracker = StudyTracker(config.experiment_name, tracking_uri)
     parent = tracker.open_parent(
-        study.user_attrs.get(PARENT_RUN_ATTR), config.name, _parent_tags(config), config.source
+        study.user_attrs.get(PARENT_RUN_ATTR),
+        config.name,
+        _parent_tags(config, splits),
+        config.source,
+        effective_text(config),
     )
     study.set_user_attr(PARENT_RUN_ATTR, parent)
     _close_dead_trials(study, tracker)
@@ -164,11 +198,16 @@ def optimize(config: StudyConfig) -> StudyResult:
     return result
 
 
-def _parent_tags(config: StudyConfig) -> dict[str, str]:
-    """What the study's parent run says of how it runs: sampler, pruner, validation, storage,
-    hptune's version and the study file's git commit (when in a repository)."""
+def _parent_tags(config: StudyConfig, splits: data.Splits) -> dict[str, str]:
+    """What the study's parent run says of how it runs: sampler, pruner, validation, the data
+    sizes, the overrides it was started with, storage, hptune's version and the study file's
+    git commit (when in a repository)."""
     commit = _git_commit(config)
     return {
+        "hptune.train_size": str(len(splits.train_y)),
+        "hptune.val_size": str(len(splits.val_y)),
+        "hptune.test_size": str(len(splits.test_y)),
+        "hptune.overrides": redact_text(" ".join(config.overrides)) or "none",
         "hptune.sampler": grid.table_kind(config) or config.sampler.name,
         "hptune.pruner": config.pruner.name,
         "hptune.validation": (

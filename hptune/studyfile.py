@@ -51,7 +51,20 @@ def load_study_file(
         overridden["name"] = f"--study-name {study_name}"
     config = _validate(raw, where=str(path), overridden=overridden)
     config._source = path
+    config._overrides = tuple(overridden.values())
     return config
+
+
+def effective_text(config: StudyConfig) -> str:
+    """The study file as it runs: every key with its value after ``--set`` overrides and
+    defaults, as YAML (what the study's parent run logs beside the file itself)."""
+    origin = str(config.source) if config.source else "a study built in code"
+    header = f"# {origin} as run"
+    if config.overrides:
+        header += ", with " + ", ".join(
+            o if o.startswith("--") else f"--set {o}" for o in config.overrides
+        )
+    return header + "\n" + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from hptune.plots import confusion_matrix_png
 from hptune.storage import check_database, redact, redact_text, use_wal
 
 PARENT_RUN_ATTR = "hptune.mlflow_parent_run_id"  # kept in the Optuna study's user attributes
+EFFECTIVE_STUDY_FILE = "effective_study.yaml"  # the parent run's study file after overrides
 
 
 def resolve_tracking_uri(configured: str | None) -> str | None:
@@ -119,9 +120,15 @@ class StudyTracker:
             self.experiment_id = found.experiment_id
 
     def open_parent(
-        self, run_id: str | None, study_name: str, tags: Mapping[str, str], source: Path | None
+        self,
+        run_id: str | None,
+        study_name: str,
+        tags: Mapping[str, str],
+        source: Path | None,
+        effective: str | None = None,
     ) -> str:
-        """Reopen the study's parent run, or create it (with the study file as an artifact)."""
+        """Reopen the study's parent run, or create it (with the study file and ``effective``,
+        the file as run after overrides, as artifacts)."""
         if run_id is not None:
             self.client.update_run(run_id, status="RUNNING")
             return run_id
@@ -132,6 +139,8 @@ class StudyTracker:
         )
         if source is not None:  # (shared with whoever reads the runs: no passwords)
             self.client.log_text(run.info.run_id, redact_text(source.read_text()), source.name)
+        if effective is not None:
+            self.client.log_text(run.info.run_id, redact_text(effective), EFFECTIVE_STUDY_FILE)
         return run.info.run_id
 
     def close_parent(self, run_id: str, status: str = "FINISHED") -> None:
