@@ -111,6 +111,8 @@ def summarize_result(result: StudyResult, study_file: Path, study_name: str | No
         )
     else:
         lines.append("best: no complete trial yet")
+    if result.registered_model:
+        lines.append(f"model: the best trial's, registered as {result.registered_model!r}")
     from hptune.storage import redact  # (optuna's import: loaded by now, not by `validate`)
 
     # Terminals and CI logs are read by others: no passwords.

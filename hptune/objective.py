@@ -174,16 +174,19 @@ class Objective:
                 )
         except BaseException as error:
             self.record_error(running, error)
+            self.progress.trial_ended(trial.number, ended_with(error))
             raise
-        finally:
-            self.progress.trial_ended()
         value = self.complete(running, model, result)
         # The stored best does not hold this trial yet (Optuna stores it after this returns).
         best = best_value(trial.study)
-        if best is None or _better(trial.study, value, best):
+        if best is None or better(trial.study, value, best):
             best = value
-        self.progress.show_best(best)
+        self.progress.trial_ended(trial.number, self.completed_with(value), best)
         return value
+
+    def completed_with(self, value: float) -> str:
+        """How a complete trial ended, for the progress line."""
+        return f"complete: {self.config.objective.metric} {value:.4g}"
 
     def begin(self, trial: optuna.Trial) -> Running:
         """Choose the trial's parameters and create its MLflow run."""
@@ -258,12 +261,23 @@ class Objective:
             history,
         )
         run.finish("FINISHED", {"hptune.state": "complete", FIT_ATTR: fit})
-        if self.best is None or _better(trial.study, value, self.best.value):
+        if self.best is None or better(trial.study, value, self.best.value):
             # The best trial this process trained: ``optimize`` logs its model if it is the
             # study's best (``_finish``), so it is compared with this process's trials only,
             # without a storage read per trial.
             self.best = BestModel(trial.number, run.run_id, value, model.cpu())
         return value
+
+
+def ended_with(error: BaseException) -> str:
+    """How a trial that raised ``error`` ended, for the progress line."""
+    if isinstance(error, optuna.TrialPruned):
+        return f"pruned at epoch {error}"
+    if isinstance(error, TRIAL_FAILURES):
+        return f"failed: {error}"
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted (queued to run again)"
+    return f"failed: {error!r}"
 
 
 def best_value(study: optuna.Study) -> float | None:
@@ -274,6 +288,6 @@ def best_value(study: optuna.Study) -> float | None:
         return None
 
 
-def _better(study: optuna.Study, value: float, than: float) -> bool:
+def better(study: optuna.Study, value: float, than: float) -> bool:
     """Whether ``value`` beats ``than`` in the study's direction."""
     return value > than if study.direction == optuna.study.StudyDirection.MAXIMIZE else value < than

@@ -51,6 +51,7 @@ class StudyResult:
     experiment: str
     configurations: int | None = None  # rows of an exhaustive study's table
     configurations_run: int = 0
+    registered_model: str | None = None  # the model this run logged and registered
 
     @property
     def completed(self) -> list[optuna.trial.FrozenTrial]:
@@ -171,11 +172,11 @@ def optimize(config: StudyConfig) -> StudyResult:
 
                 best = run_workers(config, study, n_trials, table)
             else:
-                progress = Progress(n_trials, config.train.epochs)
+                progress = Progress(n_trials, config.train.epochs, metric=config.objective.metric)
                 objective = Objective(config, splits, device, tracker, parent, progress)
                 best = run_trials(study, objective, n_trials, table)
             tracker.flush()  # every trial's run stored before the study's summary is written
-            _finish(study, config, splits, tracker, parent, best)
+            registered = _finish(study, config, splits, tracker, parent, best)
         status = "FINISHED"
     except KeyboardInterrupt as stop:
         status = "KILLED"
@@ -187,7 +188,11 @@ def optimize(config: StudyConfig) -> StudyResult:
     finally:
         tracker.close_parent(parent, status)
     result = StudyResult(
-        study, storage_url(config.storage), tracker.tracking_uri, config.experiment_name
+        study,
+        storage_url(config.storage),
+        tracker.tracking_uri,
+        config.experiment_name,
+        registered_model=registered,
     )
     if rows is not None:
         keys = {grid.row_key(row) for row in rows}
@@ -356,22 +361,24 @@ def _finish(
     parent: str,
     best: BestModel | None,
     stopped: bool = False,
-) -> None:
+) -> str | None:
     """Record the study's best on the parent run; if this process trained it, log and register
-    its model and evaluate it once on the held-out test set."""
+    its model and evaluate it once on the held-out test set. Returns the registered name (None:
+    no model logged here)."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
-        return
+        return None
     best_trial = study.best_trial
     run_id = best_trial.user_attrs[RUN_ID_ATTR]
     tracker.log_best(parent, study.best_value, best_trial.params, run_id, len(complete))
     if best is None or best.number != best_trial.number:
-        return  # logged by the process that trained it
+        return None  # logged by the process that trained it
     if stopped:
         note = f"stopping: logging trial {best.number}'s model, the study's best (Ctrl-C: skip)"
         print(note, file=sys.stderr, flush=True)
     example = splits.test_x[:2].cpu().numpy()  # batch of 2: export keeps the batch dim dynamic
-    tracker.log_model(run_id, best.model, example, config.tracking.registered_model or config.name)
+    registered = config.tracking.registered_model or config.name
+    tracker.log_model(run_id, best.model, example, registered)
     model = best.model.to(splits.test_x.device)
     _, predictions = evaluate(model, splits.test_x, splits.test_y)
     labels, predicted = splits.test_y.cpu().numpy(), predictions.cpu().numpy()
@@ -380,3 +387,4 @@ def _finish(
     images = splits.test_x[:n].cpu().numpy()
     gallery = gallery_figure(images, labels[:n], predicted[:n], splits.classes)
     tracker.log_test_evaluation(parent, test, gallery)
+    return registered

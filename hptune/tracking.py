@@ -12,14 +12,17 @@ raised at the next write or at the flush.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import sys
 import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,7 +196,7 @@ class StudyTracker:
         previous = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.tracking_uri)
         try:
-            with mlflow.start_run(run_id=run_id):
+            with mlflow.start_run(run_id=run_id), _without_registry_chatter():
                 # In NCHW whatever layout it trained in (channels-last: CUDA, CPU bf16): what
                 # users expect, and torch.export's archive warns on channels-last weights.
                 model = model.cpu().eval().to(memory_format=torch.contiguous_format)
@@ -247,6 +250,27 @@ class StudyTracker:
         trial_run = TrialRun(self.client, run.info.run_id, self.writer)
         trial_run.log_params(params)  # by the writer: the run's id is all training waits for
         return trial_run
+
+
+# What MLflow prints on stderr when it registers a model: it came before the study's summary.
+_REGISTRY_CHATTER = ("Successfully registered model ", "Created version ", "Registered model ")
+
+
+@contextlib.contextmanager
+def _without_registry_chatter() -> Iterator[None]:
+    """Hold what MLflow writes to stderr in this block, and write it back without the lines
+    announcing the registration (the summary names the registered model)."""
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            yield
+    finally:
+        kept = [
+            line
+            for line in held.getvalue().splitlines(keepends=True)
+            if not line.startswith(_REGISTRY_CHATTER)
+        ]
+        sys.stderr.write("".join(kept))
 
 
 class Writer:

@@ -296,9 +296,11 @@ def test_the_progress_bar_shows_the_best_value_with_the_last_trial(
     shown: list[float | None] = []
 
     class Recorded(Progress):
-        def show_best(self, best: float | None) -> None:
+        def trial_ended(
+            self, number: int | None = None, outcome: str = "", best: float | None = None
+        ) -> None:
             shown.append(best)
-            super().show_best(best)
+            super().trial_ended(number, outcome, best)
 
     monkeypatch.setattr(study, "Progress", Recorded)
     # The good row runs last: the bar's last best is its value.
