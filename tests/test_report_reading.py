@@ -63,7 +63,8 @@ def test_the_final_value_plot_says_how_many_trials_it_leaves_out() -> None:
     axes = Figure().add_subplot()
     figures.final_values(axes, data)
     # 30 dots, best first (at the top), and the title names the 10 not shown.
-    labels = dict(zip(axes.get_yticks(), (t.get_text() for t in axes.get_yticklabels())))
+    names = [t.get_text() for t in axes.get_yticklabels()]
+    labels = dict(zip(axes.get_yticks(), names, strict=True))
     assert len(labels) == figures.DOTS_SHOWN and labels[max(labels)] == "#39"
     assert "30 best of 40 complete trials; 10 not shown" in axes.get_title()
 
