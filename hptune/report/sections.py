@@ -415,7 +415,7 @@ def _importances(data: ReportData) -> list[Text | Table | Image]:
     complete = len(data.ranked())
     text = (
         f"Parameter importances (Optuna's PED-ANOVA) rest on {complete} complete trials and "
-        f"{len(found)} parameters."
+        f"{len(found)} parameter{'' if len(found) == 1 else 's'}."
     )
     if complete < IMPORTANCE_TRIALS_PER_PARAM * len(found):
         text += (
