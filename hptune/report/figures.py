@@ -60,8 +60,10 @@ def _short(value: object) -> str:
 
 def colours(data: ReportData) -> dict[int, tuple[float, ...]]:
     """One colour per top trial, by rank, the same in every figure (others: ``GREY``)."""
-    palette = matplotlib.colormaps["tab10"]
-    return {t.number: palette(rank) for rank, t in enumerate(data.ranked()[:TOP_K])}
+    tab10 = matplotlib.colormaps["tab10"]
+    # tab10 less its grey (index 7), which would read as one of the faint others.
+    palette = [tab10(i) for i in range(10) if i != 7]
+    return {t.number: palette[rank] for rank, t in enumerate(data.ranked()[:TOP_K])}
 
 
 def final_values(axes: Axes, data: ReportData) -> None:
