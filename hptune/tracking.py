@@ -264,6 +264,7 @@ class TrialRun:
         self.client = client
         self.run_id = run_id
         self.writer = writer
+        self.end_tags: dict[str, str] = {}  # written by ``finish``
 
     def _write(self, call: Callable[..., object], *args: Any) -> None:
         if self.writer is None:
@@ -301,9 +302,15 @@ class TrialRun:
 
         self._write(write)
 
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Tags written with the run's end (``finish``), in the same write (e.g. the fast
+        paths its training used)."""
+        self.end_tags.update(tags)
+
     def finish(self, status: str, tags: Mapping[str, str] | None = None) -> None:
         """End the run as FINISHED, KILLED (pruned, interrupted) or FAILED, with reason tags."""
-        run_tags = [RunTag(k, v) for k, v in (tags or {}).items()]
+        every = {**self.end_tags, **(tags or {})}
+        run_tags = [RunTag(k, v) for k, v in every.items()]
 
         def write() -> None:
             if run_tags:
