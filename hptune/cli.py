@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from hptune import interrupt
-from hptune.allocator import imports_frozen
+from hptune.allocator import imports_frozen, own_process
 from hptune.errors import HptuneError
 
 EXIT_USER_ERROR = 2
@@ -47,6 +47,7 @@ overrides = click.option(
 @click.version_option(package_name="hptune")
 def main() -> None:
     """Hyperparameter studies of PyTorch models with Optuna, tracked in MLflow."""
+    own_process()  # the command's process: process-wide tuning may apply (hptune.allocator)
 
 
 @main.command()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import optuna
 
-from hptune import data, grid, interrupt, space
+from hptune import data, fastpaths, grid, interrupt, space
 from hptune.allocator import long_lived_frozen
 from hptune.attrs import FINGERPRINT_ATTR, RUN_ID_ATTR
 from hptune.config import Choice, StudyConfig
@@ -113,6 +113,7 @@ def optimize(config: StudyConfig) -> StudyResult:
     """
     _prepare_process()
     # Everything that can fail on the user's input runs before anything is written.
+    tuned = fastpaths.enabled(config.train.fast_paths)  # (HPTUNE_FAST_PATHS checked here)
     device = resolve_device(config.train.device)
     splits = data.load(config.data, device)
     build_sampler(config), build_pruner(config)
@@ -131,7 +132,7 @@ def optimize(config: StudyConfig) -> StudyResult:
     table = rows is not None
     status = "FAILED"
     try:
-        with long_lived_frozen():  # no garbage collection looks at the setup again
+        with long_lived_frozen(tuned):  # no garbage collection looks at the setup again
             if config.workers > 1:
                 from hptune.workers import run_workers
 
@@ -239,7 +240,7 @@ def work(config: StudyConfig, n_trials: int | None, table: bool, worker: int) ->
     progress = Progress(n_trials, config.train.epochs, enabled=False)
     objective = Objective(config, splits, device, tracker, parent, progress, worker)
     try:
-        with long_lived_frozen():
+        with long_lived_frozen(fastpaths.enabled(config.train.fast_paths)):
             return run_trials(study, objective, n_trials, table)
     except StudyStopped:
         raise
