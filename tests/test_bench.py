@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hptune import bench
+from benchmarks import bench
 from hptune.config import TrainConfig
 from hptune.device import precision_name
 
