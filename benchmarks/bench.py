@@ -18,9 +18,9 @@ malloc thresholds for the whole process (``hptune.allocator``), so the reference
 them too: the ratio compares the training paths, not the allocators.
 
 ``--fast-paths auto,off`` (the default) also runs hptune's path with ``train.fast_paths: off``
-(plain PyTorch on device-resident tensors, ``hptune.fastpaths``), on the same data and seed, in
-the same process: the malloc thresholds and denormal flushing, being process-wide, hold for it
-too, so that line measures the training paths alone.
+(plain PyTorch on device-resident tensors, ``hptune.fastpaths``), on the same data and seed, in the
+same process, alternating with a reference run of its own: the malloc thresholds and denormal
+flushing, being process-wide, hold for it too, so that line measures the training paths alone.
 
 Batched trials train ``--members`` MLPs as one stacked model (``hptune.batched``) and the same
 trials one after the other, and compare model-epochs per second.
@@ -89,16 +89,54 @@ def compare_model(
     """One row of the table: both loops, same model, seed, epochs and batch size; hptune's
     path with the first of ``fast_paths``, then again with each other one.
 
-    The two alternate epoch by epoch (a reference epoch after each of hptune's), so a change in
-    the machine's speed during the run (frequent on shared machines) slows both alike.
+    The two alternate epoch by epoch (a reference epoch after each of hptune's, a fresh
+    reference model for each of hptune's runs), so a change in the machine's speed during the
+    run (frequent on shared machines) slows both alike; each ratio compares epochs that
+    alternated.
     """
-    model_config, batch_size = MODELS[name]
+    _, batch_size = MODELS[name]
     splits = data.load(DataConfig(validation="test", train_subset=train_subset), device)
-
-    torch.manual_seed(0)
-    reference = build_model(model_config, splits.input_shape, 10).to(device)
-    optimizer = torch.optim.Adam(reference.parameters(), lr=1e-3)
     loaders = reference_loaders(train_subset, batch_size)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, fast_paths=fast_paths[0])
+    hp_epoch, hp_acc, ref_epoch, ref_acc, peak = _alternating(name, splits, config, loaders)
+    extra: dict[str, Any] = {}
+    if uses_cuda_graphs(config, device):  # what the graphs buy: the same path launched eagerly
+        eager = config.model_copy(update={"cuda_graphs": False})
+        extra["hptune_eager_epoch_s"] = _hptune_run(name, splits, eager)[0]
+    precision = precision_name(config, device)
+    if precision == "bf16":  # what bf16 buys, and its accuracy next to fp32's
+        fp32 = config.model_copy(update={"precision": "fp32"})
+        extra["hptune_fp32_epoch_s"], extra["hptune_fp32_acc"] = _hptune_run(name, splits, fp32)
+    for setting in fast_paths[1:]:  # the same path with the fast paths switched
+        other = config.model_copy(update={"fast_paths": setting})
+        seconds, accuracy, reference_s, _, _ = _alternating(name, splits, other, loaders)
+        extra[f"hptune_{setting}_epoch_s"], extra[f"hptune_{setting}_acc"] = seconds, accuracy
+        extra[f"hptune_{setting}_reference_epoch_s"] = reference_s
+        extra[f"hptune_{setting}_precision"] = precision_name(other, device)
+    return {
+        "model": name,
+        "device": str(device),
+        "fast_paths": fast_paths[0],
+        "precision": precision,
+        "reference_epoch_s": ref_epoch,
+        "hptune_epoch_s": hp_epoch,
+        "ratio": ref_epoch / hp_epoch,
+        "reference_acc": ref_acc,
+        "hptune_acc": hp_acc,
+        "peak_mem_mb": peak,
+        **extra,
+    }
+
+
+def _alternating(
+    name: str, splits: data.Splits, config: TrainConfig, loaders: Any
+) -> tuple[float, float, float, float, float]:
+    """hptune's run under ``config`` with a reference epoch after each of its epochs: hptune's
+    median epoch and accuracy, the reference's median epoch and accuracy, peak memory (MB)."""
+    device = splits.train_x.device
+    torch.manual_seed(0)
+    reference = build_model(MODELS[name][0], splits.input_shape, 10).to(device)
+    optimizer = torch.optim.Adam(reference.parameters(), lr=1e-3)
     ref_times: list[float] = []
     ref_acc, peaks = 0.0, []
 
@@ -113,35 +151,8 @@ def compare_model(
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, fast_paths=fast_paths[0])
     hp_epoch, hp_acc = _hptune_run(name, splits, config, reference_after)
-    ref_epoch = statistics.median(ref_times[1:])
-    extra: dict[str, Any] = {}
-    if uses_cuda_graphs(config, device):  # what the graphs buy: the same path launched eagerly
-        eager = config.model_copy(update={"cuda_graphs": False})
-        extra["hptune_eager_epoch_s"] = _hptune_run(name, splits, eager)[0]
-    precision = precision_name(config, device)
-    if precision == "bf16":  # what bf16 buys, and its accuracy next to fp32's
-        fp32 = config.model_copy(update={"precision": "fp32"})
-        extra["hptune_fp32_epoch_s"], extra["hptune_fp32_acc"] = _hptune_run(name, splits, fp32)
-    for setting in fast_paths[1:]:  # the same path with the fast paths switched
-        other = config.model_copy(update={"fast_paths": setting})
-        seconds, accuracy = _hptune_run(name, splits, other)
-        extra[f"hptune_{setting}_epoch_s"], extra[f"hptune_{setting}_acc"] = seconds, accuracy
-        extra[f"hptune_{setting}_precision"] = precision_name(other, device)
-    return {
-        "model": name,
-        "device": str(device),
-        "fast_paths": fast_paths[0],
-        "precision": precision,
-        "reference_epoch_s": ref_epoch,
-        "hptune_epoch_s": hp_epoch,
-        "ratio": ref_epoch / hp_epoch,
-        "reference_acc": ref_acc,
-        "hptune_acc": hp_acc,
-        "peak_mem_mb": max(peaks),
-        **extra,
-    }
+    return hp_epoch, hp_acc, statistics.median(ref_times[1:]), ref_acc, max(peaks)
 
 
 def _hptune_run(
@@ -429,10 +440,11 @@ def _other_fast_paths(row: dict[str, Any]) -> list[str]:
     for setting in ("auto", "off"):
         if f"hptune_{setting}_epoch_s" in row:
             seconds = row[f"hptune_{setting}_epoch_s"]
+            reference = row[f"hptune_{setting}_reference_epoch_s"]
             lines.append(
                 f"  {row['model']} with fast_paths {setting}"
-                f" ({row[f'hptune_{setting}_precision']}): {seconds:.3f} s/epoch"
-                f" ({row['reference_epoch_s'] / seconds:.1f}x the reference),"
+                f" ({row[f'hptune_{setting}_precision']}): {seconds:.3f} s/epoch, reference"
+                f" {reference:.3f} alternating with it: {reference / seconds:.1f}x,"
                 f" acc {row[f'hptune_{setting}_acc']:.4f}"
             )
     return lines

@@ -46,7 +46,7 @@ def native_cpu_bf16(fast: bool = True) -> bool:
         return False
     return fastpaths.call(
         "cpu_bf16_detection",
-        lambda: any(getattr(torch.cpu, check)() for check in CPU_BF16_CHECKS),
+        lambda: any([getattr(torch.cpu, check)() for check in CPU_BF16_CHECKS]),  # (each one)
         lambda: False,
     )
 

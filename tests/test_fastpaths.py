@@ -283,7 +283,8 @@ def test_off_trains_plain_pytorch_and_auto_tags_what_it_used(mnist_dir: Path) ->
         ("off", "none"),
         (
             "auto",
-            "direct_step,flat_steps,fused_optimizer,manual_backprop,mask_dropout",
+            "cpu_bf16_detection,direct_step,flat_steps,fused_optimizer,manual_backprop,"
+            "mask_dropout",
         ),
     ):
         fastpaths.start_trial()
