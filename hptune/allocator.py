@@ -82,11 +82,15 @@ def keep_freed_memory() -> bool:
     they are set."""
     global _done
     if not _done and _tuning() and platform.libc_ver()[0] == "glibc":
-        mallopt = ctypes.CDLL(None).mallopt
-        _done = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-            mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+        _done = _mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and _mallopt(
+            M_TRIM_THRESHOLD, TRIM_THRESHOLD
         )
     return _done
+
+
+def _mallopt(parameter: int, value: int) -> bool:
+    """glibc's ``mallopt``: whether it took the setting."""
+    return bool(ctypes.CDLL(None).mallopt(parameter, value))
 
 
 @contextlib.contextmanager

@@ -129,11 +129,11 @@ def denormals_flushed() -> bool:
 @pytest.fixture
 def library_caller(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
     """This process as a notebook's: not hptune's own (a CLI test in this process claimed it),
-    denormals kept, and every ``ctypes.CDLL`` call (glibc's ``mallopt``) recorded."""
+    denormals kept, and every call of glibc's ``mallopt`` recorded."""
     monkeypatch.setattr(allocator, "_owned", False)
     monkeypatch.setattr(allocator, "_done", False)
     calls: list[object] = []
-    monkeypatch.setattr(allocator.ctypes, "CDLL", lambda *args: calls.append(args))
+    monkeypatch.setattr(allocator, "_mallopt", lambda *args: bool(calls.append(args)))
     flushed = denormals_flushed()
     torch.set_flush_denormal(False)
     yield calls
