@@ -72,17 +72,17 @@ def _make_raise(owner: Any, name: str) -> Callable[[pytest.MonkeyPatch], None]:
 
 
 class _Aten:
-    """``torch.ops.aten`` as hptune's modules see it, with kernel ``name`` gone (``missing``)
-    or raising: torch's own code (autograd, export) keeps the real kernels, as it would keep
-    a renamed one."""
+    """``torch.ops.aten`` as hptune's modules see it, with the kernels in ``broken`` gone (True)
+    or raising (False): torch's own code (autograd, export) keeps the real kernels, as it would
+    keep a renamed one."""
 
-    def __init__(self, name: str, missing: bool) -> None:
-        self.name, self.missing = name, missing
+    def __init__(self, broken: dict[str, bool]) -> None:
+        self.broken = broken
 
     def __getattr__(self, attr: str) -> Any:
-        if attr != self.name:
+        if attr not in self.broken:
             return getattr(aten, attr)
-        if self.missing:
+        if self.broken[attr]:
             raise AttributeError(f"'_OpNamespace' 'aten' object has no attribute {attr!r}")
         return _raises
 
@@ -90,7 +90,9 @@ class _Aten:
 def _aten(name: str, missing: bool = False) -> Callable[[pytest.MonkeyPatch], None]:
     def breaker(monkeypatch: pytest.MonkeyPatch) -> None:
         for module in (fastpaths, backprop, pooling):
-            monkeypatch.setattr(module, "aten", _Aten(name, missing))
+            current = module.aten
+            broken = dict(current.broken) if isinstance(current, _Aten) else {}
+            monkeypatch.setattr(module, "aten", _Aten({**broken, name: missing}))
 
     return breaker
 
