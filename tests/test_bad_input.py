@@ -185,6 +185,6 @@ def test_a_study_name_read_from_the_stores_cannot_lead_the_report_outside(
     assert code == 0, err
     # The report is in reports/<safe name>/, and nothing was written beside the test folder.
     (folder,) = (tmp_path / "reports").iterdir()
-    assert folder.name == "_.._escaped" and (folder / "report.html").is_file()
+    assert folder.name == "_._.._escaped" and (folder / "report.html").is_file()
     assert f"report: {Path('reports', folder.name, 'report.html')}" in out
     assert set(tmp_path.parent.iterdir()) == outside
