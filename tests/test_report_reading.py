@@ -9,6 +9,7 @@ from pathlib import Path
 
 import optuna
 from matplotlib.figure import Figure
+from mlflow.tracking import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from hptune.attrs import FAIL_REASON_ATTR, FINGERPRINT_ATTR
@@ -120,7 +121,9 @@ def test_an_interrupted_trial_is_labelled_as_such(tmp_path: Path) -> None:
         )
     )
     study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
-    data = collect("s", storage, f"sqlite:///{tmp_path}/mlflow.db", "s")
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    MlflowClient(tracking).search_experiments()  # the (empty) tracking store a report reads
+    data = collect("s", storage, tracking, "s")
     assert [t.state for t in data.trials] == ["interrupted", "failed"]
     assert "2: 0 complete, 0 pruned, 1 failed, 1 interrupted" in str(
         sections.summary(data).blocks[0].rows  # type: ignore[union-attr]
