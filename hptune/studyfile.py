@@ -3,6 +3,7 @@
 Every error names the file, the key path and the rule, one problem per line, and every problem
 found is reported, not only the first. Beyond the schema (``hptune.config``), the search space
 and the configuration list are checked value by value against the sections they write into.
+The YAML itself is read within limits of size, nesting and aliases (``hptune.safeyaml``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from hptune import registry
+from hptune import registry, safeyaml
 from hptune.config import (
     FLOAT_PARAMS,
     INT_PARAMS,
@@ -55,19 +55,7 @@ def load_study_file(
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such study file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the study file ({exc.strerror})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    raw = safeyaml.read_file(path)
     if not isinstance(raw, dict):
         kind = "empty" if raw is None else f"a {type(raw).__name__}"
         raise ConfigError(f"{path}: a study file is a mapping of keys, but this one is {kind}")
@@ -104,9 +92,10 @@ def apply_overrides(
             node = child
         else:
             try:
-                node[parts[-1]] = yaml.safe_load(value_text) if value_text.strip() else None
-            except yaml.YAMLError:
-                node[parts[-1]] = value_text
+                value = safeyaml.parse(value_text, f"--set {key}") if value_text.strip() else None
+            except ConfigError:  # not YAML (or beyond its limits): the text as written
+                value = value_text
+            node[parts[-1]] = value
             overridden[key] = text
     if problems:
         raise ConfigError(f"{where}: {p}" for p in problems)
