@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -204,6 +205,12 @@ class IntParam(_ParamBase):
         _check_range(self.low, self.high, self.log, self.step != 1)
         return self
 
+    @property
+    def highest(self) -> int:
+        """The highest value a trial can get: ``high`` lowered to the last step, as Optuna's
+        ``IntDistribution`` lowers it when ``step`` does not divide the range."""
+        return self.low + (self.high - self.low) // self.step * self.step
+
 
 class FloatParam(_ParamBase):
     type: Literal["float"]
@@ -216,6 +223,18 @@ class FloatParam(_ParamBase):
     def _range(self) -> FloatParam:
         _check_range(self.low, self.high, self.log, self.step is not None)
         return self
+
+    @property
+    def highest(self) -> float:
+        """The highest value a trial can get: ``high`` lowered to the last step, computed in
+        decimal as Optuna's ``FloatDistribution`` does when ``step`` does not divide the range."""
+        if self.step is None:
+            return self.high
+        span = Decimal(str(self.high)) - Decimal(str(self.low))
+        step = Decimal(str(self.step))
+        if span % step == 0:
+            return self.high
+        return float(span // step * step + Decimal(str(self.low)))
 
 
 def _check_range(low: float, high: float, log: bool, stepped: bool) -> None:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import shlex
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hptune import grid, space
+from hptune.attrs import FAIL_REASON_ATTR, INTERRUPTED, STALE
 from hptune.config import StudyConfig
 
 if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
     from hptune.study import StudyResult
 
 
@@ -81,23 +86,8 @@ def _trials_per_run(config: StudyConfig) -> str:
 
 def summarize_result(result: StudyResult, study_file: Path, study_name: str | None) -> str:
     """The lines printed after ``hptune optimize``: best trial, where the runs are, what next."""
-    from optuna.trial import TrialState
-
     trials = result.study.get_trials(deepcopy=False)
-    states = {state: 0 for state in TrialState}
-    for trial in trials:
-        states[trial.state] += 1
-    counts = [
-        f"{states[TrialState.COMPLETE]} complete",
-        f"{states[TrialState.PRUNED]} pruned",
-        f"{states[TrialState.FAIL]} failed",
-    ]
-    if states[TrialState.WAITING]:  # a table's rows not run yet, stopped trials queued again
-        counts.append(f"{states[TrialState.WAITING]} queued")
-    if states[TrialState.RUNNING]:  # trained by other processes now
-        counts.append(f"{states[TrialState.RUNNING]} running elsewhere")
-    total = f"{len(trials)} trial{'' if len(trials) == 1 else 's'}"
-    lines = [f"study {result.study.study_name}: {total} ({', '.join(counts)})"]
+    lines = [f"study {result.study.study_name}: {trial_counts(trials)}"]
     if result.configurations is not None:
         lines.append(f"configurations: {result.configurations_run} of {result.configurations} run")
     if result.completed:
@@ -126,6 +116,35 @@ def summarize_result(result: StudyResult, study_file: Path, study_name: str | No
         report += f" --study {shlex.quote(study_name)}"
     lines.append(f"report: {report}")
     return "\n".join(lines)
+
+
+def trial_counts(trials: Sequence[FrozenTrial]) -> str:
+    """``"5 trials (2 complete, 1 pruned, 0 failed, 1 interrupted, 1 queued)"``: every trial in
+    one state or another. A trial stopped before its end (Ctrl-C or SIGTERM: interrupted; its
+    process killed: killed) is queued again, and not counted as failed, which is a result
+    (it diverged, ran out of memory, raised)."""
+    from optuna.trial import TrialState
+
+    states = Counter(trial.state for trial in trials)
+    reasons = Counter(
+        trial.user_attrs.get(FAIL_REASON_ATTR) for trial in trials if trial.state == TrialState.FAIL
+    )
+    stopped = reasons[INTERRUPTED] + reasons[STALE]
+    counts = [
+        f"{states[TrialState.COMPLETE]} complete",
+        f"{states[TrialState.PRUNED]} pruned",
+        f"{states[TrialState.FAIL] - stopped} failed",
+    ]
+    if reasons[INTERRUPTED]:  # Ctrl-C, SIGTERM
+        counts.append(f"{reasons[INTERRUPTED]} interrupted")
+    if reasons[STALE]:  # its process was killed (kill -9, power off): failed by a later run
+        counts.append(f"{reasons[STALE]} killed")
+    if states[TrialState.WAITING]:  # a table's rows not run yet, stopped trials queued again
+        counts.append(f"{states[TrialState.WAITING]} queued")
+    if states[TrialState.RUNNING]:  # trained by other processes now
+        counts.append(f"{states[TrialState.RUNNING]} running elsewhere")
+    total = f"{len(trials)} trial{'' if len(trials) == 1 else 's'}"
+    return f"{total} ({', '.join(counts)})"
 
 
 def mlflow_ui_command(tracking_uri: str) -> str:

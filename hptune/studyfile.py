@@ -115,6 +115,21 @@ def validate_config(raw: dict[str, Any], where: str = "<study>") -> StudyConfig:
     return _validate(raw, where=where, overridden={})
 
 
+def range_warnings(config: StudyConfig) -> list[str]:
+    """One line per searched range whose ``step`` does not divide it: its ``high`` never runs
+    (Optuna lowers it to the last step), which the file should say rather than leave silent."""
+    where = str(config.source) if config.source else "<study>"
+    lines = []
+    for name, param in config.search_space.items():
+        if isinstance(param, IntParam | FloatParam) and param.highest != param.high:
+            lines.append(
+                f"{where}: search_space.{name}: step {param.step:g} does not divide "
+                f"[{param.low:g}, {param.high:g}], so {param.high:g} never runs: the highest "
+                f"value is {param.highest:g} (write high: {param.highest:g} to say so)"
+            )
+    return lines
+
+
 def _validate(raw: dict[str, Any], where: str, overridden: dict[str, str]) -> StudyConfig:
     try:
         config = StudyConfig.model_validate(raw)

@@ -11,8 +11,14 @@ from hptune import safeyaml
 from hptune.studyfile import load_study_file
 from tests.test_cli import invoke
 
-LAUGHS = "name: x\na: &a [" + ",".join(["lol"] * 9) + "]\n" + "".join(
-    f"{b}: &{b} [{','.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+LAUGHS = (
+    "name: x\na: &a ["
+    + ",".join(["lol"] * 9)
+    + "]\n"
+    + "".join(
+        f"{b}: &{b} [{','.join([f'*{a}'] * 9)}]\n"
+        for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+    )
 )
 DEEP = "name: x\nv: " + "[" * 5000 + "]" * 5000 + "\n"
 MANY_ALIASES = "name: x\nv: &v 1\nw: [" + ", ".join(["*v"] * 101) + "]\n"
