@@ -33,6 +33,9 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     monkeypatch.delenv("HPTUNE_DATA_DIR", raising=False)
+    # The tests' small data sets (write_idx) stand in for MNIST: not its published files.
+    # Tests of the check itself delete this.
+    monkeypatch.setenv("HPTUNE_DATA_VERIFY", "false")
     yield tmp_path
     # The CLI's imports freeze the heap for the rest of a command's process
     # (hptune.allocator); CLI tests run the command in this one, which lives on.
