@@ -43,7 +43,8 @@ def describe_study(config: StudyConfig) -> str:
             else f"split {config.data.val_fraction:g} (seed {config.data.seed})"
         )
         + (f", train_subset {config.data.train_subset}" if config.data.train_subset else "")
-        + (f", test_subset {config.data.test_subset}" if config.data.test_subset else ""),
+        + (f", test_subset {config.data.test_subset}" if config.data.test_subset else "")
+        + ("" if config.data.verify else ", not verified (a modified copy: data.verify false)"),
         "model: " + ("searched (family)" if "family" in grid.full_space(config) else model.family),
         f"train: epochs {train.epochs}, device {train.device}, seed {train.seed}"
         + ("" if train.seed_per_trial else " (same for every trial)"),
