@@ -92,7 +92,10 @@ def decompressed_copy(folder: Path, torchvision_class: str) -> Path:
     key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:20]
     root = cache_root() / "copies" / key
     raw = root / torchvision_class / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot write hptune's data cache {raw}: {exc.strerror}") from None
     for name, source in zip(IDX_FILES, sources, strict=True):
         if not (raw / name).is_file():
             _decompress(source, raw / name)
