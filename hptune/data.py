@@ -172,7 +172,19 @@ def _read(root: Path, spec: DatasetSpec, train: bool) -> tuple[torch.Tensor, tor
         dataset = dataset_class(root=str(root), train=train, download=False)
     except (RuntimeError, OSError, ValueError, AssertionError) as exc:
         raise DataError(f"cannot read {spec.title} from {root}: {exc}") from None
+    labels_file = root / spec.torchvision_class / "raw" / IDX_FILES[1 if train else 3]
+    _check_labels(dataset.targets, len(dataset.data), len(dataset_class.classes), labels_file)
     return dataset.data, dataset.targets
+
+
+def _check_labels(labels: torch.Tensor, n_images: int, n_classes: int, path: Path) -> None:
+    """One label per image, each a class (a modified copy may hold others: an error, not a
+    crash in the middle of training)."""
+    if len(labels) != n_images:
+        raise DataError(f"{path}: {len(labels)} labels for {n_images} images")
+    low, high = (int(labels.min()), int(labels.max())) if len(labels) else (0, 0)
+    if low < 0 or high >= n_classes:
+        raise DataError(f"{path}: labels must be 0 to {n_classes - 1}, but go from {low} to {high}")
 
 
 def load(config: DataConfig, device: torch.device) -> Splits:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import struct
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,21 @@ def test_each_file_is_hashed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     # The first study hashed the 4 sources (sha256: the copy's key) and the 4 copies (md5);
     # the second only looked at sizes and times.
     assert sorted(hashed) == ["md5"] * 4 + ["sha256"] * 4
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        (bytes([3] * 199 + [10]), "labels must be 0 to 9, but go from 3 to 10"),
+        (bytes([1] * 150), "150 labels for 200 images"),
+    ],
+)
+def test_labels_that_are_not_classes_are_an_error(
+    tmp_path: Path, labels: bytes, expected: str
+) -> None:
+    raw = write_idx(tmp_path / "tv" / "MNIST" / "raw")
+    path = raw / "train-labels-idx1-ubyte"
+    path.write_bytes(struct.pack(">II", 0x801, len(labels)) + labels)
+    # A modified copy's label file is named before any training (not a crash in a trial).
+    with pytest.raises(DataError, match=f"^{path}: {expected}$"):
+        data.load(DataConfig(dataset="mnist", data_dir=tmp_path / "tv"), CPU)
