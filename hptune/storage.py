@@ -205,7 +205,7 @@ class TrialCache(_CachedStorage):
             Optuna's ``fail_stale_trials`` (called by hptune and by ``Study.optimize``) asks
             its storage this private method; were it renamed, stale trials would fail without
             the reason (their MLflow runs still say why), which
-            ``test_a_stale_trial_has_its_reason_in_optuna`` would show.
+            ``tests/test_study.py::test_killed_process_trial_is_failed_and_rerun`` would show.
         """
         stale = super()._get_stale_trial_ids(study_id)
         for trial_id in stale:
