@@ -14,7 +14,7 @@ import optuna
 import torch
 
 from hptune import data, fastpaths, interrupt, space
-from hptune.attrs import FAIL_REASON_ATTR, FIT_ATTR, RETRY_OF_ATTR, RUN_ID_ATTR
+from hptune.attrs import FAIL_REASON_ATTR, FIT_ATTR, INTERRUPTED, RETRY_OF_ATTR, RUN_ID_ATTR
 from hptune.config import Choice, StudyConfig, TrainConfig
 from hptune.device import precision_name
 from hptune.metrics import classification_details, curve_summary, fit_diagnosis
@@ -242,7 +242,9 @@ class Objective:
             trial.set_user_attr(FAIL_REASON_ATTR, str(error))
             run.finish("FAILED", {"hptune.state": "failed", "hptune.fail_reason": str(error)})
         elif isinstance(error, KeyboardInterrupt):
-            # Optuna records the trial as FAIL; queue its parameters so a rerun repeats it.
+            # Optuna records the trial as FAIL: say why, and queue its parameters so that a
+            # rerun repeats it.
+            trial.set_user_attr(FAIL_REASON_ATTR, INTERRUPTED)
             trial.study.enqueue_trial(running.params, user_attrs={RETRY_OF_ATTR: trial.number})
             run.finish("KILLED", {"hptune.state": "interrupted"})
         else:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import optuna
 
-from hptune import data, fastpaths, grid, interrupt, space
+from hptune import data, datacache, fastpaths, grid, interrupt, space
 from hptune.allocator import long_lived_frozen
 from hptune.attrs import FINGERPRINT_ATTR, RUN_ID_ATTR, SETTINGS_ATTR
 from hptune.config import Choice, StudyConfig
@@ -235,6 +235,8 @@ def _parent_tags(config: StudyConfig, splits: data.Splits) -> dict[str, str]:
             else f"split {config.data.val_fraction:g} of the training set"
         ),
         "hptune.storage": redact(storage_url(config.storage)),
+        # false: the data were not checked against the published data set (data.verify: false)
+        "hptune.data_verified": str(datacache.verification_enabled(config.data.verify)).lower(),
         "hptune.version": _version(),
         **({"mlflow.source.git.commit": commit} if commit else {}),
     }
