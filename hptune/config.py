@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -95,6 +96,9 @@ class DataConfig(_Section):
     loader: UserCallable | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     data_dir: Path | None = None
+    # Check the files against the known data set's published digests (hptune/datacache.py);
+    # false: the study trains on a modified copy on purpose (its runs are tagged so).
+    verify: bool = True
     download: bool = False
     normalize: Literal["minus_one_one", "zero_one"] = "minus_one_one"
     validation: Literal["split", "test"] = "split"
@@ -217,6 +221,8 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # On CUDA, capture each training step in a CUDA graph and replay it (hptune/cudagraph.py).
     cuda_graphs: bool = True
+    # auto: hptune's fast CPU training paths; off: plain PyTorch (docs/fast-paths.md).
+    fast_paths: Literal["auto", "off"] = "auto"
     # Training precision: auto = bf16 on CPUs that multiply bf16 in hardware (AVX512-BF16, AMX),
     # fp32 elsewhere (on CUDA the graphed fp32 step); bf16 on CUDA trains eagerly. bf16 means a
     # bf16 compute copy of the model with fp32 master weights and optimizer (hptune/flat.py;
@@ -264,6 +270,12 @@ class IntParam(_ParamBase):
         _check_range(self.low, self.high, self.log, self.step != 1)
         return self
 
+    @property
+    def highest(self) -> int:
+        """The highest value a trial can get: ``high`` lowered to the last step, as Optuna's
+        ``IntDistribution`` lowers it when ``step`` does not divide the range."""
+        return self.low + (self.high - self.low) // self.step * self.step
+
 
 class FloatParam(_ParamBase):
     type: Literal["float"]
@@ -276,6 +288,18 @@ class FloatParam(_ParamBase):
     def _range(self) -> FloatParam:
         _check_range(self.low, self.high, self.log, self.step is not None)
         return self
+
+    @property
+    def highest(self) -> float:
+        """The highest value a trial can get: ``high`` lowered to the last step, computed in
+        decimal as Optuna's ``FloatDistribution`` does when ``step`` does not divide the range."""
+        if self.step is None:
+            return self.high
+        span = Decimal(str(self.high)) - Decimal(str(self.low))
+        step = Decimal(str(self.step))
+        if span % step == 0:
+            return self.high
+        return float(span // step * step + Decimal(str(self.low)))
 
 
 def _check_range(low: float, high: float, log: bool, stepped: bool) -> None:
@@ -352,6 +376,8 @@ class StudyConfig(_Section):
     tracking: TrackingConfig = TrackingConfig()
 
     _source: Path | None = PrivateAttr(None)
+    # The ``--set`` overrides (and CLI flags written as such) this config was read with.
+    _overrides: tuple[str, ...] = PrivateAttr(())
 
     @property
     def source(self) -> Path | None:
@@ -361,6 +387,10 @@ class StudyConfig(_Section):
     def folder(self) -> Path | None:
         """Where the study file's ``module:callable`` paths are looked up first."""
         return self._source.parent if self._source is not None else None
+
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        return self._overrides
 
     @property
     def experiment_name(self) -> str:
@@ -377,5 +407,5 @@ class StudyConfig(_Section):
             section, field = PARAMS[name]
             raw.setdefault(section, {})[field] = value
         resolved = StudyConfig.model_validate(raw)
-        resolved._source = self._source
+        resolved._source, resolved._overrides = self._source, self._overrides
         return resolved

@@ -17,20 +17,34 @@ from dataclasses import dataclass
 
 import optuna
 
-from hptune import data, grid, interrupt, space
+from hptune import data, datacache, fastpaths, grid, interrupt, space
 from hptune.allocator import long_lived_frozen
-from hptune.attrs import FINGERPRINT_ATTR, RUN_ID_ATTR
+from hptune.attrs import FINGERPRINT_ATTR, RUN_ID_ATTR, SETTINGS_ATTR
 from hptune.config import Choice, StudyConfig
 from hptune.device import flush_denormals, resolve_device
 from hptune.errors import ConfigError, StudyConflictError
 from hptune.imports import spec_text
 from hptune.metrics import classification_details
 from hptune.models import dry_run
-from hptune.objective import TRIAL_FAILURES, BestModel, Objective, StudyStopped
+from hptune.objective import (
+    TRIAL_FAILURES,
+    BestModel,
+    Objective,
+    StudyStopped,
+    compared_settings,
+)
 from hptune.plots import gallery_figure
 from hptune.progress import Progress
+from hptune.redact import redact
 from hptune.samplers import build_pruner, build_sampler
-from hptune.storage import enqueue_lock, open_storage, redact, storage_url
+from hptune.storage import (
+    check_writable,
+    database_lock,
+    enqueue_lock,
+    open_storage,
+    storage_url,
+)
+from hptune.studyfile import effective_text
 from hptune.tracking import PARENT_RUN_ATTR, StudyTracker, check_tracking, resolve_tracking_uri
 from hptune.training import evaluate
 
@@ -47,6 +61,7 @@ class StudyResult:
     experiment: str
     configurations: int | None = None  # rows of an exhaustive study's table
     configurations_run: int = 0
+    registered_model: str | None = None  # the model this run logged and registered
 
     @property
     def completed(self) -> list[optuna.trial.FrozenTrial]:
@@ -83,29 +98,55 @@ def open_study(config: StudyConfig, worker: int = 0) -> optuna.Study:
     storage = open_storage(storage_url(config.storage))
     sampler, pruner = build_sampler(config), build_pruner(config)
     fingerprint = space.fingerprint(config)
-    try:
-        study = optuna.load_study(
-            study_name=config.name, storage=storage, sampler=sampler, pruner=pruner
-        )
-    except KeyError:
-        study = optuna.create_study(
-            study_name=config.name,
-            storage=storage,
-            sampler=sampler,
-            pruner=pruner,
-            direction=config.objective.resolved_direction,  # type: ignore[arg-type]
-        )
-        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
-        return study
+    # Created with its fingerprint by one process: another started at the same instant loads
+    # it (finding it, and its fingerprint, once the lock is free).
+    with database_lock(storage_url(config.storage), "study", config.name):
+        try:
+            study = optuna.load_study(
+                study_name=config.name, storage=storage, sampler=sampler, pruner=pruner
+            )
+        except KeyError:
+            study = optuna.create_study(
+                study_name=config.name,
+                storage=storage,
+                sampler=sampler,
+                pruner=pruner,
+                direction=config.objective.resolved_direction,  # type: ignore[arg-type]
+            )
+            study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+            study.set_user_attr(SETTINGS_ATTR, compared_settings(config))
+            return study
     if study.user_attrs.get(FINGERPRINT_ATTR) != fingerprint:
         raise StudyConflictError(
             f"study {config.name!r} in {redact(storage_url(config.storage))} was run with another "
             "search space or objective; continue it with the old file, or start a new study "
             "with --study-name NEW"
         )
+    _check_settings(study, config)
     resumed_at = len(study.get_trials(deepcopy=False))
     study.sampler = build_sampler(config, resumed_at=resumed_at, worker=worker)
     return study
+
+
+def _check_settings(study: optuna.Study, config: StudyConfig) -> None:
+    """Refuse a rerun whose data, model or training settings differ from the stored study's
+    (``objective.NOT_COMPARED`` may differ): its trials would not compare with the stored ones.
+    A study stored before settings were recorded gets this run's; a setting only one side
+    knows (a field added since) is not compared."""
+    current = compared_settings(config)
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    if stored is None:
+        study.set_user_attr(SETTINGS_ATTR, current)
+        return
+    changed = [k for k in sorted(stored.keys() & current.keys()) if stored[k] != current[k]]
+    if changed:
+        differences = "; ".join(f"{k}: {stored[k]} -> {current[k]}" for k in changed)
+        raise StudyConflictError(
+            f"study {config.name!r} in {redact(storage_url(config.storage))} trained its trials "
+            f"with other settings ({differences}), so its trials would not compare with this "
+            "run's; continue it with the stored settings, or start a new study with "
+            "--study-name NEW"
+        )
 
 
 def optimize(config: StudyConfig) -> StudyResult:
@@ -116,6 +157,7 @@ def optimize(config: StudyConfig) -> StudyResult:
     """
     _prepare_process()
     # Everything that can fail on the user's input runs before anything is written.
+    tuned = fastpaths.enabled(config.train.fast_paths)  # (HPTUNE_FAST_PATHS checked here)
     device = resolve_device(config.train.device)
     _check_importable(config)
     splits = data.load(config.data, device, config.source)
@@ -129,30 +171,37 @@ def optimize(config: StudyConfig) -> StudyResult:
     build_sampler(config), build_pruner(config)
     tracking_uri = resolve_tracking_uri(config.tracking.uri)
     check_tracking(tracking_uri)
+    check_writable(storage_url(config.storage), "storage")
 
     study = open_study(config)
     tracker = StudyTracker(config.experiment_name, tracking_uri)
-    parent = tracker.open_parent(
-        study.user_attrs.get(PARENT_RUN_ATTR), config.name, _parent_tags(config), config.source
-    )
-    study.set_user_attr(PARENT_RUN_ATTR, parent)
+    # One parent run per study: commands started together take turns to find or create it.
+    with database_lock(storage_url(config.storage), "study", config.name):
+        parent = tracker.open_parent(
+            study.user_attrs.get(PARENT_RUN_ATTR),
+            config.name,
+            _parent_tags(config, splits),
+            config.source,
+            effective_text(config),
+        )
+        study.set_user_attr(PARENT_RUN_ATTR, parent)
     _close_dead_trials(study, tracker)
     rows = grid.table(config) if grid.is_exhaustive(config) else None
     n_trials = config.n_trials if rows is None else _enqueue_rows(study, config, rows)
     table = rows is not None
     status = "FAILED"
     try:
-        with long_lived_frozen():  # no garbage collection looks at the setup again
+        with long_lived_frozen(tuned):  # no garbage collection looks at the setup again
             if config.workers > 1:
                 from hptune.workers import run_workers
 
                 best = run_workers(config, study, n_trials, table)
             else:
-                progress = Progress(n_trials, config.train.epochs)
+                progress = Progress(n_trials, config.train.epochs, metric=config.objective.metric)
                 objective = Objective(config, splits, device, tracker, parent, progress)
                 best = run_trials(study, objective, n_trials, table)
             tracker.flush()  # every trial's run stored before the study's summary is written
-            _finish(study, config, splits, tracker, parent, best)
+            registered = _finish(study, config, splits, tracker, parent, best)
         status = "FINISHED"
     except KeyboardInterrupt as stop:
         status = "KILLED"
@@ -164,7 +213,11 @@ def optimize(config: StudyConfig) -> StudyResult:
     finally:
         tracker.close_parent(parent, status)
     result = StudyResult(
-        study, storage_url(config.storage), tracker.tracking_uri, config.experiment_name
+        study,
+        storage_url(config.storage),
+        tracker.tracking_uri,
+        config.experiment_name,
+        registered_model=registered,
     )
     if rows is not None:
         keys = {grid.row_key(row) for row in rows}
@@ -191,11 +244,16 @@ def _check_importable(config: StudyConfig) -> None:
         raise ConfigError(problems)
 
 
-def _parent_tags(config: StudyConfig) -> dict[str, str]:
-    """What the study's parent run says of how it runs: sampler, pruner, validation, storage,
-    hptune's version and the study file's git commit (when in a repository)."""
+def _parent_tags(config: StudyConfig, splits: data.Splits) -> dict[str, str]:
+    """What the study's parent run says of how it runs: sampler, pruner, validation, the data
+    sizes, the overrides it was started with, storage, hptune's version and the study file's
+    git commit (when in a repository)."""
     commit = _git_commit(config)
     return {
+        "hptune.train_size": str(len(splits.train_y)),
+        "hptune.val_size": str(len(splits.val_y)),
+        "hptune.test_size": str(len(splits.test_y)),
+        "hptune.overrides": redact(" ".join(config.overrides)) or "none",
         "hptune.sampler": grid.table_kind(config) or config.sampler.name,
         "hptune.pruner": config.pruner.name,
         "hptune.validation": (
@@ -204,6 +262,8 @@ def _parent_tags(config: StudyConfig) -> dict[str, str]:
             else f"split {config.data.val_fraction:g} of the training set"
         ),
         "hptune.storage": redact(storage_url(config.storage)),
+        # false: the data were not checked against the published data set (data.verify: false)
+        "hptune.data_verified": str(datacache.verification_enabled(config.data.verify)).lower(),
         "hptune.version": _version(),
         **({"mlflow.source.git.commit": commit} if commit else {}),
     }
@@ -266,7 +326,7 @@ def work(config: StudyConfig, n_trials: int | None, table: bool, worker: int) ->
     progress = Progress(n_trials, config.train.epochs, enabled=False)
     objective = Objective(config, splits, device, tracker, parent, progress, worker)
     try:
-        with long_lived_frozen():
+        with long_lived_frozen(fastpaths.enabled(config.train.fast_paths)):
             return run_trials(study, objective, n_trials, table)
     except StudyStopped:
         raise
@@ -358,28 +418,24 @@ def _finish(
     parent: str,
     best: BestModel | None,
     stopped: bool = False,
-) -> None:
+) -> str | None:
     """Record the study's best on the parent run; if this process trained it, log and register
-    its model and evaluate it once on the held-out test set."""
+    its model and evaluate it once on the held-out test set. Returns the registered name (None:
+    no model logged here)."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
-        return
+        return None
     best_trial = study.best_trial
     run_id = best_trial.user_attrs[RUN_ID_ATTR]
     tracker.log_best(parent, study.best_value, best_trial.params, run_id, len(complete))
     if best is None or best.number != best_trial.number:
-        return  # logged by the process that trained it
+        return None  # logged by the process that trained it
     if stopped:
         note = f"stopping: logging trial {best.number}'s model, the study's best (Ctrl-C: skip)"
         print(note, file=sys.stderr, flush=True)
     example = splits.test_x[:2].cpu().numpy()  # batch of 2: export keeps the batch dim dynamic
-    tracker.log_model(
-        run_id,
-        best.model,
-        example,
-        config.tracking.registered_model or config.name,
-        _input_contract(config, splits),
-    )
+    registered = config.tracking.registered_model or config.name
+    tracker.log_model(run_id, best.model, example, registered, _input_contract(config, splits))
     model = best.model.to(splits.test_x.device)
     _, predictions = evaluate(model, splits.test_x, splits.test_y)
     labels, predicted = splits.test_y.cpu().numpy(), predictions.cpu().numpy()
@@ -388,3 +444,4 @@ def _finish(
     images = splits.test_x[:n].cpu().numpy()
     gallery = gallery_figure(images, labels[:n], predicted[:n], splits.classes)
     tracker.log_test_evaluation(parent, test, gallery)
+    return registered
