@@ -14,17 +14,25 @@ Same arithmetic as the eager loop, every sample seen:
   tensors, so nothing is dropped or padded.
 
 Optimizers need ``capturable=True`` where they have that option (``GRAPH_OPTIMIZERS``); the
-others (Adagrad) train eagerly.
+others (Adagrad) train eagerly. A step that cannot be captured (a user's model that syncs with the
+host, say) trains eagerly for the rest of the trial: one warning line per reason and process, and
+the reason on the trial's run (``hptune.cuda_graphs`` tag, through ``hptune.fastpaths``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from hptune import fastpaths
+
+log = logging.getLogger("hptune.cudagraph")
+_warned: set[str] = set()  # reasons already said in this process
 
 WARMUP_STEPS = 3
 
@@ -63,12 +71,13 @@ class CapturedStep:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.captured_lrs: list[float] = []
         self.warm = 0
+        self.eager_reason: str | None = None  # why this step could not be captured
         self.captures = self.replays = 0  # counted for tests and the benchmark
         self.side = torch.cuda.Stream(device=index.device)
 
     def __call__(self, index: torch.Tensor) -> None:
         """One step on a batch; a batch smaller than the captured shape runs eagerly."""
-        if index.shape != self.index.shape:
+        if index.shape != self.index.shape or self.eager_reason is not None:
             # Zeroed in place: when a graph exists its gradient tensors stay the ones it writes.
             self.optimizer.zero_grad(set_to_none=False)
             self.step(index)
@@ -80,8 +89,10 @@ class CapturedStep:
             torch.cuda.current_stream().wait_stream(self.side)
             self.warm += 1
         else:
-            if self.graph is None or self._lrs() != self.captured_lrs:
-                self._capture()
+            stale = self.graph is None or self._lrs() != self.captured_lrs
+            if stale and not self._try_capture():
+                self(index)  # eagerly, from now on
+                return
             self.index.copy_(index)
             assert self.graph is not None
             self.graph.replay()
@@ -89,6 +100,28 @@ class CapturedStep:
 
     def _lrs(self) -> list[float]:
         return [float(group["lr"]) for group in self.optimizer.param_groups]
+
+    def _try_capture(self) -> bool:
+        """Capture the step; a step that cannot be captured makes this step eager instead."""
+        try:
+            self._capture()
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:
+            reason = f"{type(error).__name__}: {error}".splitlines()[0]
+            self.eager_reason, self.graph = reason, None
+            self.optimizer.zero_grad(set_to_none=True)  # not the failed capture's tensors
+            torch.cuda.synchronize(self.index.device)
+            fastpaths.note_eager(reason)
+            if reason not in _warned:
+                _warned.add(reason)
+                log.warning(
+                    "hptune: this model's training step cannot be captured in a CUDA "
+                    "graph (%s); it trains eagerly",
+                    reason,
+                )
+            return False
+        return True
 
     def _capture(self) -> None:
         pool = None if self.graph is None else self.graph.pool()

@@ -30,6 +30,7 @@ from hptune.allocator import FAST_PATHS_ENV as ENV
 from hptune.errors import HptuneError
 
 TAG = "hptune.fast_paths"
+CUDA_GRAPHS_TAG = "hptune.cuda_graphs"
 log = logging.getLogger("hptune.fastpaths")
 T = TypeVar("T")
 
@@ -160,6 +161,7 @@ FAST_PATHS: dict[str, FastPath] = {
 _failed: dict[str, str] = {}  # path -> why it is off in this process
 _probed: set[str] = set()
 _used: set[str] = set()  # paths the current trial used
+_eager: list[str] = []  # why the current trial's step could not be captured in a CUDA graph
 
 
 def enabled(setting: str) -> bool:
@@ -234,11 +236,22 @@ def note(name: str) -> None:
     _used.add(name)
 
 
+def note_eager(reason: str) -> None:
+    """Record that the current trial's step could not be captured in a CUDA graph, and why."""
+    if reason not in _eager:
+        _eager.append(reason)
+
+
 def start_trial() -> None:
     """Forget the paths recorded so far: a new trial starts."""
     _used.clear()
+    _eager.clear()
 
 
 def trial_tags() -> dict[str, str]:
-    """The trial run's tag listing the fast paths it used (``none`` for plain PyTorch only)."""
-    return {TAG: ",".join(sorted(_used)) or "none"}
+    """The trial run's tags: the fast paths it used (``none`` for plain PyTorch only), and why
+    its step trained eagerly where a CUDA graph could not capture it."""
+    tags = {TAG: ",".join(sorted(_used)) or "none"}
+    if _eager:
+        tags[CUDA_GRAPHS_TAG] = "eager: " + "; ".join(_eager)
+    return tags

@@ -158,3 +158,50 @@ def test_batched_members_under_graphs_match_the_same_trials_alone() -> None:
         for mine, reference in zip(result.history, alone.history, strict=True):
             for key in ("train/loss", "val/loss"):
                 assert mine.metrics[key] == pytest.approx(reference.metrics[key], rel=1e-4), key
+
+
+class _SyncsWithTheHost(torch.nn.Module):
+    """A user's model whose forward reads a value on the host: legal eagerly, not capturable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(28 * 28, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.linear(x.flatten(1))
+        if float(logits.abs().max()) > 1e6:  # a host sync: not allowed while capturing
+            logits = logits / 1e6
+        return logits
+
+
+@needs_cuda
+def test_a_step_that_cannot_be_captured_trains_eagerly_and_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from hptune import fastpaths
+
+    fastpaths.start_trial()
+    model = _SyncsWithTheHost().to(CUDA)
+    config = TrainConfig(epochs=2, batch_size=64, lr=0.01)
+    splits = _random_splits(512, seed=3)
+    with caplog.at_level("WARNING", logger="hptune.cudagraph"):
+        result = train(model, splits, config, seed=0)
+    # The trial trains to its end, eagerly, and its run's tags say why it was not captured.
+    assert len(result.history) == 2
+    assert all(torch.isfinite(torch.tensor(r.metrics["train/loss"])) for r in result.history)
+    assert fastpaths.trial_tags()[fastpaths.CUDA_GRAPHS_TAG].startswith("eager: ")
+    assert sum("cannot be captured" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_why_a_trial_trained_eagerly_is_tagged_on_its_run_and_forgotten_by_the_next() -> None:
+    from hptune import fastpaths
+
+    fastpaths.start_trial()
+    # A trial whose step was captured carries no such tag.
+    assert fastpaths.CUDA_GRAPHS_TAG not in fastpaths.trial_tags()
+    fastpaths.note_eager("RuntimeError: capture invalidated")
+    fastpaths.note_eager("RuntimeError: capture invalidated")  # said once per trial
+    tags = fastpaths.trial_tags()
+    assert tags[fastpaths.CUDA_GRAPHS_TAG] == "eager: RuntimeError: capture invalidated"
+    fastpaths.start_trial()
+    assert fastpaths.CUDA_GRAPHS_TAG not in fastpaths.trial_tags()
