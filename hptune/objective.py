@@ -162,6 +162,8 @@ class Objective:
             self.config.name,
             trial.number,
             {"trial_number": trial.number, **logged_params(trial_config, seed, self.device)},
+            params,
+            self.config.objective.metric,
             {"hptune.worker": str(self.worker)} if self.worker else {},
         )
         running = Running(trial, params, trial_config, seed, run)

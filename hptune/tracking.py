@@ -29,11 +29,13 @@ from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from hptune import notes
 from hptune.errors import HptuneError
 from hptune.plots import confusion_matrix_png
 from hptune.storage import check_database, redact, redact_text, use_wal
 
 PARENT_RUN_ATTR = "hptune.mlflow_parent_run_id"  # kept in the Optuna study's user attributes
+NOTE = "mlflow.note.content"  # the description MLflow's UI shows for a run or an experiment
 
 
 def resolve_tracking_uri(configured: str | None) -> str | None:
@@ -118,17 +120,36 @@ class StudyTracker:
         else:
             self.experiment_id = found.experiment_id
 
+    def describe_experiment(self, description: str) -> None:
+        """The experiment's description (the study's), and its kind: model training, so that
+        MLflow's UI shows its runs rather than its GenAI pages."""
+        self.client.set_experiment_tag(self.experiment_id, NOTE, description)
+        self.client.set_experiment_tag(
+            self.experiment_id, "mlflow.experimentKind", "custom_model_development"
+        )
+
+    def run_link(self, run_id: str) -> str:
+        """A run's page in MLflow's UI, relative to the UI's address (for descriptions)."""
+        return f"#/experiments/{self.experiment_id}/runs/{run_id}"
+
     def open_parent(
-        self, run_id: str | None, study_name: str, tags: Mapping[str, str], source: Path | None
+        self,
+        run_id: str | None,
+        study_name: str,
+        tags: Mapping[str, str],
+        source: Path | None,
+        note: str,
     ) -> str:
-        """Reopen the study's parent run, or create it (with the study file as an artifact)."""
+        """Reopen the study's parent run, or create it (with the study file as an artifact);
+        ``note``: its description."""
         if run_id is not None:
             self.client.update_run(run_id, status="RUNNING")
+            self.client.set_tag(run_id, NOTE, note)
             return run_id
         run = self.client.create_run(
             self.experiment_id,
             run_name=study_name,
-            tags={"hptune.role": "study", "hptune.study": study_name, **tags},
+            tags={"hptune.role": "study", "hptune.study": study_name, NOTE: note, **tags},
         )
         if source is not None:  # (shared with whoever reads the runs: no passwords)
             self.client.log_text(run.info.run_id, redact_text(source.read_text()), source.name)
@@ -165,16 +186,26 @@ class StudyTracker:
         return True
 
     def log_best(
-        self, parent_run_id: str, value: float, params: Mapping[str, Any], run_id: str, step: int
+        self,
+        parent_run_id: str,
+        value: float,
+        params: Mapping[str, Any],
+        run_id: str,
+        step: int,
+        note: str,
     ) -> None:
-        """The study's best so far on its parent run: metric, params (as tags), its run id."""
-        tags = [RunTag("best_trial_run_id", run_id)]
-        tags += [RunTag(f"best_params.{k}", str(v)) for k, v in params.items()]
+        """The study's best so far on its parent run: metric, params (as tags), its run id, and
+        the run's description (``note``) that names it."""
+        tags = [RunTag("best_trial_run_id", run_id), RunTag(NOTE, note)]
+        tags += [RunTag(f"best_params.{k}", notes.format_value(v)) for k, v in params.items()]
         metric = Metric("best_value", value, int(time.time() * 1000), step)
         self.client.log_batch(parent_run_id, metrics=[metric], tags=tags)
 
-    def log_model(self, run_id: str, model: Any, input_example: Any, registered_name: str) -> str:
-        """Log a CPU, eval-mode torch model on ``run_id`` and register it; return its URI."""
+    def log_model(
+        self, run_id: str, model: Any, input_example: Any, registered_name: str, note: str
+    ) -> str:
+        """Log a CPU, eval-mode torch model on ``run_id`` and register it, with ``note`` (its
+        input contract) as the model version's description; return its URI."""
         import mlflow
         import mlflow.pytorch
         import torch
@@ -202,6 +233,9 @@ class StudyTracker:
             mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
             if previous is not None:
                 os.environ["MLFLOW_TRACKING_URI"] = previous
+        if info.registered_model_version is not None:
+            version = str(info.registered_model_version)
+            self.client.update_model_version(registered_name, version, description=note)
         return str(info.model_uri)
 
     def log_test_evaluation(
@@ -221,21 +255,26 @@ class StudyTracker:
         study_name: str,
         number: int,
         params: Mapping[str, Any],
+        searched: Mapping[str, Any],
+        objective: str,
         tags: Mapping[str, str] | None = None,
     ) -> TrialRun:
-        """A child run for trial ``number`` holding every hyperparameter as a param."""
+        """A child run for trial ``number`` holding every hyperparameter as a param; its
+        description will give the ``searched`` ones and the ``objective`` metric's outcome."""
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"trial-{number}",
+            run_name=notes.trial_run_name(number, "running"),
             tags={
                 "mlflow.parentRunId": parent_run_id,
                 "hptune.role": "trial",
                 "hptune.study": study_name,
                 "hptune.trial": str(number),
+                NOTE: notes.trial_note(number, searched, "running"),
                 **(tags or {}),
             },
         )
         trial_run = TrialRun(self.client, run.info.run_id, self.writer)
+        trial_run.about = (number, dict(searched), objective)
         trial_run.log_params(params)  # by the writer: the run's id is all training waits for
         return trial_run
 
@@ -264,6 +303,11 @@ class TrialRun:
         self.client = client
         self.run_id = run_id
         self.writer = writer
+        # For the run's name and description at its end: trial number, searched parameters and
+        # objective metric (None: a run reopened to be closed, which keeps its own), and the
+        # last epoch's metrics.
+        self.about: tuple[int, dict[str, Any], str] | None = None
+        self.last: tuple[int, Mapping[str, float]] = (0, {})
 
     def _write(self, call: Callable[..., object], *args: Any) -> None:
         if self.writer is None:
@@ -272,13 +316,14 @@ class TrialRun:
             self.writer.submit(call, *args)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        """Every hyperparameter, as MLflow params (text)."""
-        batch = [Param(k, str(v)) for k, v in params.items()]
+        """Every hyperparameter, as MLflow params (text, as written: ``notes.format_value``)."""
+        batch = [Param(k, notes.format_value(v)) for k, v in params.items()]
         self._write(lambda: self.client.log_batch(self.run_id, params=batch))
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """All of an epoch's metrics in one call, at ``step=epoch``."""
         now = int(time.time() * 1000)
+        self.last = (epoch, metrics)
         batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items()]
         self._write(lambda: self.client.log_batch(self.run_id, metrics=batch))
 
@@ -302,8 +347,16 @@ class TrialRun:
         self._write(write)
 
     def finish(self, status: str, tags: Mapping[str, str] | None = None) -> None:
-        """End the run as FINISHED, KILLED (pruned, interrupted) or FAILED, with reason tags."""
-        run_tags = [RunTag(k, v) for k, v in (tags or {}).items()]
+        """End the run as FINISHED, KILLED (pruned, interrupted) or FAILED, with reason tags;
+        its name and description say which (MLflow marks KILLED and FAILED runs alike)."""
+        tags = dict(tags or {})
+        if self.about is not None:
+            number, searched, objective = self.about
+            epochs, last = self.last
+            outcome = notes.trial_outcome(tags, objective, last, epochs)
+            tags[NOTE] = notes.trial_note(number, searched, outcome)
+            tags["mlflow.runName"] = notes.trial_run_name(number, tags.get("hptune.state", ""))
+        run_tags = [RunTag(k, v) for k, v in tags.items()]
 
         def write() -> None:
             if run_tags:

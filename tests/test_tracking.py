@@ -96,7 +96,7 @@ def test_each_complete_trial_has_its_outcome(finished: study.StudyResult) -> Non
         assert metrics["summary/best_val_accuracy"] == max(m.value for m in history)
         assert 0 < metrics["summary/stability"] <= 1
         # Gradient flow per weight layer, once per epoch.
-        steps = client.get_metric_history(child.info.run_id, "grad/fc1/mean_abs")
+        steps = client.get_metric_history(child.info.run_id, "weight_grad/fc1/mean_abs")
         assert [m.step for m in steps] == [1, 2]
 
 
