@@ -72,10 +72,11 @@ def study_note(
 ) -> str:
     """The study run's description (Markdown): what it is, its objective and search, the data
     sizes, and its best trial so far (``best``: a line with a link, or None)."""
+    # The best first: MLflow folds a long description after its first lines ("Show more").
     lines = [f"**Study {name}**" + (f": {description}" if description else "")]
-    lines.append(f"Objective: {objective}. {how}.")
-    lines.append("Data: " + ", ".join(f"{n:,} {split}" for split, n in sizes.items()) + " images.")
     lines.append(best or "Best trial: none complete yet.")
+    lines.append(f"Objective: {objective}; {how}.")
+    lines.append("Data: " + ", ".join(f"{n:,} {split}" for split, n in sizes.items()) + " images.")
     return "\n\n".join(lines)
 
 

@@ -198,7 +198,7 @@ def _study_note(config: StudyConfig, splits: data.Splits, best: str | None = Non
     """The study run's description: what it searches, on which data, and its best trial."""
     objective = f"{config.objective.resolved_direction} {config.objective.metric}"
     kind = grid.table_kind(config)
-    how = f"sampler {config.sampler.name}" if kind is None else f"{kind} table, each row once"
+    how = f"sampler {config.sampler.name}" if kind is None else f"{kind}, each row run once"
     sizes = {"training": len(splits.train_x)}
     if not splits.val_is_test:
         sizes["validation"] = len(splits.val_x)

@@ -130,7 +130,8 @@ class StudyTracker:
 
     def run_link(self, run_id: str) -> str:
         """A run's page in MLflow's UI, relative to the UI's address (for descriptions)."""
-        return f"#/experiments/{self.experiment_id}/runs/{run_id}"
+        page = f"#/experiments/{self.experiment_id}/runs/{run_id}"
+        return page + "?workflowType=machine_learning"  # (MLflow 3 opens in GenAI mode)
 
     def open_parent(
         self,

@@ -70,9 +70,10 @@ def test_each_run_describes_itself_where_mlflow_shows_descriptions(
     )
     # The study's run: its objective, data sizes and a link to its best trial's page.
     best = by_name[NAME].data.tags["best_trial_run_id"]  # type: ignore[attr-defined]
-    assert "Objective: maximize val/accuracy." in note[NAME]
+    assert "Objective: maximize val/accuracy;" in note[NAME]
     assert re.search(r"Data: [\d,]+ training, [\d,]+ validation, [\d,]+ test images", note[NAME])
-    assert f"(#/experiments/" in note[NAME] and f"/runs/{best})" in note[NAME]
+    assert "Best trial: [trial-0](#/experiments/" in note[NAME]
+    assert f"/runs/{best}?workflowType=machine_learning)" in note[NAME]
     client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
     experiment = client.get_experiment_by_name(NAME)
     assert experiment is not None and experiment.tags["mlflow.note.content"]
