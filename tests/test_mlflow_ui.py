@@ -96,9 +96,9 @@ def test_the_printed_address_opens_the_study_runs_table(
     assert printed, out
     with mlflow_server(f"sqlite:///{root}/mlflow.db") as url:
         flags = [f for f in CHROMIUM_FLAGS if not f.startswith("--virtual-time-budget")]
+        flags += ["--virtual-time-budget=30000", f"--user-data-dir={tmp_path}", "--dump-dom"]
         result = subprocess.run(
-            [chromium, *flags, "--virtual-time-budget=30000", f"--user-data-dir={tmp_path}"]
-            + ["--dump-dom", f"{url}/{printed.group(1)}"],
+            [chromium, *flags, f"{url}/{printed.group(1)}"],
             capture_output=True,
             text=True,
             timeout=180,
