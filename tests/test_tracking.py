@@ -69,7 +69,8 @@ def test_parent_run_carries_the_best_trial(finished: study.StudyResult) -> None:
     best = finished.study.best_trial
     # best_value, the best params (as tags: MLflow params are immutable) and the best run id.
     assert parent.data.metrics["best_value"] == pytest.approx(best.value)
-    assert parent.data.tags["best_params.lr"] == str(best.params["lr"])
+    # (as written: a sampled lr to 4 significant digits, Optuna keeping the exact value)
+    assert parent.data.tags["best_params.lr"] == f"{best.params['lr']:.4g}"
     best_run = next(c for c in children if c.data.tags["hptune.trial"] == str(best.number))
     assert parent.data.tags["best_trial_run_id"] == best_run.info.run_id
 
