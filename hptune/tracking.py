@@ -179,11 +179,15 @@ class StudyTracker:
 
     def close_orphan(self, run_id: str, reason: str) -> bool:
         """Mark a run left RUNNING by a dead process as FAILED; False if it had ended."""
-        if self.client.get_run(run_id).info.status != "RUNNING":
+        run = self.client.get_run(run_id)
+        if run.info.status != "RUNNING":
             return False
-        TrialRun(self.client, run_id, None).finish(
-            "FAILED", {"hptune.state": "failed", "hptune.fail_reason": reason}
-        )
+        tags = {"hptune.state": "failed", "hptune.fail_reason": reason}
+        if "hptune.trial" in run.data.tags:  # (a study's run keeps its name)
+            tags["mlflow.runName"] = notes.trial_run_name(
+                int(run.data.tags["hptune.trial"]), "failed"
+            )
+        TrialRun(self.client, run_id, None).finish("FAILED", tags)
         return True
 
     def log_best(
