@@ -162,9 +162,9 @@ class Objective:
             self.config.name,
             trial.number,
             {"trial_number": trial.number, **logged_params(trial_config, seed, self.device)},
-            params,
-            self.config.objective.metric,
             {"hptune.worker": str(self.worker)} if self.worker else {},
+            searched=params,
+            objective=self.config.objective.metric,
         )
         running = Running(trial, params, trial_config, seed, run)
         try:

@@ -139,18 +139,20 @@ class StudyTracker:
         study_name: str,
         tags: Mapping[str, str],
         source: Path | None,
-        note: str,
+        note: str = "",
     ) -> str:
         """Reopen the study's parent run, or create it (with the study file as an artifact);
         ``note``: its description."""
         if run_id is not None:
             self.client.update_run(run_id, status="RUNNING")
-            self.client.set_tag(run_id, NOTE, note)
+            if note:
+                self.client.set_tag(run_id, NOTE, note)
             return run_id
         run = self.client.create_run(
             self.experiment_id,
             run_name=study_name,
-            tags={"hptune.role": "study", "hptune.study": study_name, NOTE: note, **tags},
+            tags={"hptune.role": "study", "hptune.study": study_name, **tags}
+            | ({NOTE: note} if note else {}),
         )
         if source is not None:  # (shared with whoever reads the runs: no passwords)
             self.client.log_text(run.info.run_id, redact_text(source.read_text()), source.name)
@@ -197,17 +199,17 @@ class StudyTracker:
         params: Mapping[str, Any],
         run_id: str,
         step: int,
-        note: str,
+        note: str = "",
     ) -> None:
         """The study's best so far on its parent run: metric, params (as tags), its run id, and
         the run's description (``note``) that names it."""
-        tags = [RunTag("best_trial_run_id", run_id), RunTag(NOTE, note)]
+        tags = [RunTag("best_trial_run_id", run_id)] + ([RunTag(NOTE, note)] if note else [])
         tags += [RunTag(f"best_params.{k}", notes.format_value(v)) for k, v in params.items()]
         metric = Metric("best_value", value, int(time.time() * 1000), step)
         self.client.log_batch(parent_run_id, metrics=[metric], tags=tags)
 
     def log_model(
-        self, run_id: str, model: Any, input_example: Any, registered_name: str, note: str
+        self, run_id: str, model: Any, input_example: Any, registered_name: str, note: str = ""
     ) -> str:
         """Log a CPU, eval-mode torch model on ``run_id`` and register it, with ``note`` (its
         input contract) as the model version's description; return its URI."""
@@ -238,7 +240,7 @@ class StudyTracker:
             mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
             if previous is not None:
                 os.environ["MLFLOW_TRACKING_URI"] = previous
-        if info.registered_model_version is not None:
+        if note and info.registered_model_version is not None:
             version = str(info.registered_model_version)
             self.client.update_model_version(registered_name, version, description=note)
         return str(info.model_uri)
@@ -260,9 +262,10 @@ class StudyTracker:
         study_name: str,
         number: int,
         params: Mapping[str, Any],
-        searched: Mapping[str, Any],
-        objective: str,
         tags: Mapping[str, str] | None = None,
+        *,
+        searched: Mapping[str, Any] | None = None,
+        objective: str = "",
     ) -> TrialRun:
         """A child run for trial ``number`` holding every hyperparameter as a param; its
         description will give the ``searched`` ones and the ``objective`` metric's outcome."""
@@ -274,12 +277,12 @@ class StudyTracker:
                 "hptune.role": "trial",
                 "hptune.study": study_name,
                 "hptune.trial": str(number),
-                NOTE: notes.trial_note(number, searched, "running"),
+                NOTE: notes.trial_note(number, searched or {}, "running"),
                 **(tags or {}),
             },
         )
         trial_run = TrialRun(self.client, run.info.run_id, self.writer)
-        trial_run.about = (number, dict(searched), objective)
+        trial_run.about = (number, dict(searched or {}), objective)
         trial_run.log_params(params)  # by the writer: the run's id is all training waits for
         return trial_run
 
