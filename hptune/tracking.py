@@ -2,7 +2,8 @@
 
 One parent run per study, one child run per trial, created through ``MlflowClient`` (no fluent,
 process-global active run) so that parallel workers can log at once. Metrics go in one batched
-call per epoch with ``step=epoch``.
+call per epoch with ``step=epoch``. The experiment, the runs and the registered model version
+carry the descriptions and names of ``hptune.notes``, which MLflow's UI shows first.
 
 A trial's writes after its run is created (params, epochs, outcome with the confusion-matrix
 figure, end status) go through one background thread, in order, so that training does not wait
