@@ -72,7 +72,8 @@ def test_each_run_describes_itself_where_mlflow_shows_descriptions(
     best = by_name[NAME].data.tags["best_trial_run_id"]  # type: ignore[attr-defined]
     assert "Objective: maximize val/accuracy;" in note[NAME]
     assert re.search(r"Data: [\d,]+ training, [\d,]+ validation, [\d,]+ test images", note[NAME])
-    assert "Best trial: [trial-0](#/experiments/" in note[NAME]
+    best_name = next(n for n, run in by_name.items() if run.info.run_id == best)  # type: ignore[attr-defined]
+    assert f"Best trial: [{best_name}](#/experiments/" in note[NAME]
     assert f"/runs/{best}?workflowType=machine_learning)" in note[NAME]
     client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
     experiment = client.get_experiment_by_name(NAME)
