@@ -25,7 +25,14 @@ from optuna.trial import TrialState
 from hptune import interrupt
 from hptune.batched import SHARED_FIELDS, train_batched
 from hptune.config import Choice, StudyConfig
-from hptune.objective import TRIAL_FAILURES, Objective, Running, best_value
+from hptune.objective import (
+    TRIAL_FAILURES,
+    Objective,
+    Running,
+    best_value,
+    better,
+    ended_with,
+)
 from hptune.storage import trials_snapshot
 
 
@@ -86,7 +93,7 @@ class _Batch:
             for member in self.members:
                 if member.trial.number not in self.told:
                     self.objective.record_error(member, error)
-                    self._tell(member, TrialState.FAIL)
+                    self._tell(member, TrialState.FAIL, ended_with(error))
             raise
 
     def _train(self, group: list[Running]) -> None:
@@ -101,28 +108,35 @@ class _Batch:
             lambda: trials_snapshot(self.study),
         )
         unexpected: BaseException | None = None
+        best = best_value(self.study)  # once per batch; the members' values are added here
         with trials_snapshot(self.study):  # the samplers' after-trial reads: once, not per tell
             for member, model, result in zip(group, models, results, strict=True):
                 if isinstance(result, BaseException):
                     objective.record_error(member, result)
                     pruned = isinstance(result, optuna.TrialPruned)
-                    self._tell(member, TrialState.PRUNED if pruned else TrialState.FAIL)
+                    state = TrialState.PRUNED if pruned else TrialState.FAIL
+                    self._tell(member, state, ended_with(result))
                     if not pruned and not isinstance(result, TRIAL_FAILURES):
                         unexpected = unexpected or result
                 else:
-                    self._tell(member, objective.complete(member, model, result))
-        objective.progress.show_best(best_value(self.study))  # once, after the batch's tells
+                    value = objective.complete(member, model, result)
+                    if best is None or better(self.study, value, best):
+                        best = value
+                    self._tell(member, value, objective.completed_with(value), best)
         if unexpected is not None:
             raise unexpected  # as study.optimize does with an error that is not a result
 
-    def _tell(self, member: Running, outcome: float | TrialState) -> None:
+    def _tell(
+        self, member: Running, outcome: float | TrialState, text: str, best: float | None = None
+    ) -> None:
+        """Tell Optuna a member's outcome; ``text`` and ``best`` (counting it) for progress."""
         self.heartbeats.discard(member.trial)
         self.told.add(member.trial.number)
         if isinstance(outcome, TrialState):
             self.study.tell(member.trial, state=outcome)
         else:
             self.study.tell(member.trial, outcome)
-        self.objective.progress.trial_ended()
+        self.objective.progress.trial_ended(member.trial.number, text, best)
 
 
 def batch_key(config: StudyConfig) -> tuple[object, ...]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,6 +17,9 @@ from hptune import interrupt
 from hptune.allocator import imports_frozen, own_process
 from hptune.errors import HptuneError
 from hptune.redact import redact
+
+if TYPE_CHECKING:
+    from hptune.config import StudyConfig
 
 EXIT_USER_ERROR = 2
 
@@ -60,6 +63,7 @@ def validate(study_file: Path, overrides: tuple[str, ...]) -> None:
     from hptune.studyfile import load_study_file
 
     config = load_study_file(study_file, overrides)
+    _warn(config)
     click.echo(describe_study(config))
 
 
@@ -105,8 +109,17 @@ def optimize(
     }
     extra = [f"{key}={value}" for key, value in flags.items() if value is not None]
     config = load_study_file(study_file, [*overrides, *extra], study_name=study_name)
+    _warn(config)
     result = run_study(config)
     click.echo(summarize_result(result, study_file, study_name, storage))
+
+
+def _warn(config: StudyConfig) -> None:
+    """What the study file says that will not happen as written, as ``warning:`` lines."""
+    from hptune.studyfile import range_warnings
+
+    for line in range_warnings(config):
+        click.echo(f"warning: {line}", err=True)
 
 
 def _formats(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:

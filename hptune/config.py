@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -76,6 +77,9 @@ class PrunerConfig(_Section):
 class DataConfig(_Section):
     dataset: Dataset = "fashion_mnist"
     data_dir: Path | None = None
+    # Check the files against the known data set's published digests (hptune/datacache.py);
+    # false: the study trains on a modified copy on purpose (its runs are tagged so).
+    verify: bool = True
     download: bool = False
     normalize: Literal["minus_one_one", "zero_one"] = "minus_one_one"
     validation: Literal["split", "test"] = "split"
@@ -206,6 +210,12 @@ class IntParam(_ParamBase):
         _check_range(self.low, self.high, self.log, self.step != 1)
         return self
 
+    @property
+    def highest(self) -> int:
+        """The highest value a trial can get: ``high`` lowered to the last step, as Optuna's
+        ``IntDistribution`` lowers it when ``step`` does not divide the range."""
+        return self.low + (self.high - self.low) // self.step * self.step
+
 
 class FloatParam(_ParamBase):
     type: Literal["float"]
@@ -218,6 +228,18 @@ class FloatParam(_ParamBase):
     def _range(self) -> FloatParam:
         _check_range(self.low, self.high, self.log, self.step is not None)
         return self
+
+    @property
+    def highest(self) -> float:
+        """The highest value a trial can get: ``high`` lowered to the last step, computed in
+        decimal as Optuna's ``FloatDistribution`` does when ``step`` does not divide the range."""
+        if self.step is None:
+            return self.high
+        span = Decimal(str(self.high)) - Decimal(str(self.low))
+        step = Decimal(str(self.step))
+        if span % step == 0:
+            return self.high
+        return float(span // step * step + Decimal(str(self.low)))
 
 
 def _check_range(low: float, high: float, log: bool, stepped: bool) -> None:
@@ -294,10 +316,16 @@ class StudyConfig(_Section):
     tracking: TrackingConfig = TrackingConfig()
 
     _source: Path | None = PrivateAttr(None)
+    # The ``--set`` overrides (and CLI flags written as such) this config was read with.
+    _overrides: tuple[str, ...] = PrivateAttr(())
 
     @property
     def source(self) -> Path | None:
         return self._source
+
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        return self._overrides
 
     @property
     def experiment_name(self) -> str:
@@ -310,5 +338,5 @@ class StudyConfig(_Section):
             section, field = PARAMS[name]
             raw.setdefault(section, {})[field] = value
         resolved = StudyConfig.model_validate(raw)
-        resolved._source = self._source
+        resolved._source, resolved._overrides = self._source, self._overrides
         return resolved

@@ -12,29 +12,26 @@ Where a data set is looked for, in order (the first complete copy wins):
 In folders 1-4 a copy is either torchvision's layout (``ROOT/FashionMNIST/raw/*-ubyte``) or the
 four IDX files, gzipped or not, in a folder named after the data set (``ROOT/fashion-mnist/``).
 torchvision reads only decompressed files in its own layout, so other copies are decompressed
-into the cache once; system files are never linked there (a download would write through).
+into the cache once, each source into its own folder (``hptune.datacache``); system files are
+never linked there (a download would write through). Whatever copy is found is checked before
+it is read: its files' headers, and the published digests of the known data sets.
 """
 
 from __future__ import annotations
 
-import gzip
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from hptune import datacache
 from hptune.config import DataConfig
+from hptune.datacache import IDX_FILES, cache_root
 from hptune.errors import DataError
 from hptune.registry import lookup
 
-IDX_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
+__all__ = ["DATASETS", "IDX_FILES", "DatasetSpec", "Splits", "cache_root", "load", "locate"]
 
 
 @dataclass(frozen=True)
@@ -83,12 +80,6 @@ class Splits:
         return self._cast[dtype]
 
 
-def cache_root() -> Path:
-    """hptune's own data folder (torchvision layout): downloads and decompressed copies."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "hptune" / "datasets"
-
-
 def search_roots(config: DataConfig) -> list[Path]:
     """The folders looked in, in order (see the module docstring)."""
     roots = [config.data_dir] if config.data_dir else []
@@ -99,50 +90,54 @@ def search_roots(config: DataConfig) -> list[Path]:
 
 
 def locate(config: DataConfig) -> Path:
-    """Return a torchvision root holding the data set, preparing or downloading it if needed."""
+    """Return a torchvision root holding the data set, preparing or downloading it if needed,
+    and checked (``hptune.datacache.check``).
+
+    Raises:
+        DataError: not found, unreadable, or not the published data (unless ``data.verify``
+            is false), naming the file.
+    """
     spec = lookup(DATASETS, config.dataset, "dataset")
     looked = []
     for root in search_roots(config):
         if _has_files(root / spec.torchvision_class / "raw", compressed=False):
-            return root
+            return _checked(root, spec, config)
         looked.append(root / spec.torchvision_class / "raw")
-        flat = root / spec.folder
-        if _has_files(flat, compressed=None):
-            return _decompress_into_cache(flat, spec)
-        looked.append(flat)
+        if _has_files(root / spec.folder, compressed=None):
+            return _copy_of(root / spec.folder, spec, config)
+        looked.append(root / spec.folder)
     debian = Path("/usr/share/datasets") / spec.folder
     if _has_files(debian, compressed=None):
-        return _decompress_into_cache(debian, spec)
+        return _copy_of(debian, spec, config)
     looked.append(debian)
     if config.download:
-        return _download(spec)
+        return _checked(_download(spec), spec, config)
     raise DataError(_missing_message(spec, looked))
+
+
+def _checked(root: Path, spec: DatasetSpec, config: DataConfig) -> Path:
+    verify = datacache.verification_enabled(config.verify)
+    datacache.check(root / spec.torchvision_class / "raw", config.dataset, spec.title, verify)
+    return root
+
+
+def _copy_of(folder: Path, spec: DatasetSpec, config: DataConfig) -> Path:
+    """The cache's decompressed copy of ``folder``, checked; errors name the source files."""
+    for source in datacache.source_files(folder):  # a short uncompressed file: named at once
+        if source.suffix != ".gz" and (problem := datacache.idx_problem(source, source.name)):
+            raise DataError(f"{source}: {problem}")
+    root = datacache.decompressed_copy(folder, spec.torchvision_class)
+    sources = dict(zip(IDX_FILES, datacache.source_files(folder), strict=True))
+    verify = datacache.verification_enabled(config.verify)
+    raw = root / spec.torchvision_class / "raw"
+    datacache.check(raw, config.dataset, spec.title, verify, sources)
+    return root
 
 
 def _has_files(folder: Path, compressed: bool | None) -> bool:
     """All four IDX files present; ``compressed=None`` accepts each gzipped or not."""
     suffixes = {False: ("",), True: (".gz",), None: ("", ".gz")}[compressed]
     return all(any((folder / f"{name}{s}").is_file() for s in suffixes) for name in IDX_FILES)
-
-
-def _decompress_into_cache(folder: Path, spec: DatasetSpec) -> Path:
-    raw = cache_root() / spec.torchvision_class / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for name in IDX_FILES:
-        source = folder / name if (folder / name).is_file() else folder / f"{name}.gz"
-        target = raw / name
-        if target.is_file() and target.stat().st_mtime >= source.stat().st_mtime:
-            continue
-        partial = raw / f"{name}.partial"
-        opener = gzip.open if source.suffix == ".gz" else open
-        try:
-            with opener(source, "rb") as src, open(partial, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        except (OSError, EOFError) as exc:
-            partial.unlink(missing_ok=True)
-            raise DataError(f"cannot read {source}: {exc}") from None
-        partial.replace(target)  # atomic: a half-written file is never taken for data
-    return cache_root()
 
 
 def _download(spec: DatasetSpec) -> Path:
@@ -177,7 +172,19 @@ def _read(root: Path, spec: DatasetSpec, train: bool) -> tuple[torch.Tensor, tor
         dataset = dataset_class(root=str(root), train=train, download=False)
     except (RuntimeError, OSError, ValueError, AssertionError) as exc:
         raise DataError(f"cannot read {spec.title} from {root}: {exc}") from None
+    labels_file = root / spec.torchvision_class / "raw" / IDX_FILES[1 if train else 3]
+    _check_labels(dataset.targets, len(dataset.data), len(dataset_class.classes), labels_file)
     return dataset.data, dataset.targets
+
+
+def _check_labels(labels: torch.Tensor, n_images: int, n_classes: int, path: Path) -> None:
+    """One label per image, each a class (a modified copy may hold others: an error, not a
+    crash in the middle of training)."""
+    if len(labels) != n_images:
+        raise DataError(f"{path}: {len(labels)} labels for {n_images} images")
+    low, high = (int(labels.min()), int(labels.max())) if len(labels) else (0, 0)
+    if low < 0 or high >= n_classes:
+        raise DataError(f"{path}: labels must be 0 to {n_classes - 1}, but go from {low} to {high}")
 
 
 def load(config: DataConfig, device: torch.device) -> Splits:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import shlex
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hptune import grid, notes, space
+from hptune.attrs import FAIL_REASON_ATTR, INTERRUPTED, STALE
 from hptune.config import StudyConfig
 from hptune.redact import redact
 
 if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
     from hptune.study import StudyResult
 
 
@@ -39,7 +44,8 @@ def describe_study(config: StudyConfig) -> str:
             else f"split {config.data.val_fraction:g} (seed {config.data.seed})"
         )
         + (f", train_subset {config.data.train_subset}" if config.data.train_subset else "")
-        + (f", test_subset {config.data.test_subset}" if config.data.test_subset else ""),
+        + (f", test_subset {config.data.test_subset}" if config.data.test_subset else "")
+        + ("" if config.data.verify else ", not verified (a modified copy: data.verify false)"),
         "model: " + ("searched (family)" if "family" in grid.full_space(config) else model.family),
         f"train: epochs {train.epochs}, device {train.device}, seed {train.seed}"
         + ("" if train.seed_per_trial else " (same for every trial)"),
@@ -85,23 +91,8 @@ def summarize_result(
 ) -> str:
     """The lines printed after ``hptune optimize``: best trial, where the runs are, what next
     (``study_name``, ``storage``: the ``--study-name`` and ``--storage`` given, if any)."""
-    from optuna.trial import TrialState
-
     trials = result.study.get_trials(deepcopy=False)
-    states = {state: 0 for state in TrialState}
-    for trial in trials:
-        states[trial.state] += 1
-    counts = [
-        f"{states[TrialState.COMPLETE]} complete",
-        f"{states[TrialState.PRUNED]} pruned",
-        f"{states[TrialState.FAIL]} failed",
-    ]
-    if states[TrialState.WAITING]:  # a table's rows not run yet, stopped trials queued again
-        counts.append(f"{states[TrialState.WAITING]} queued")
-    if states[TrialState.RUNNING]:  # trained by other processes now
-        counts.append(f"{states[TrialState.RUNNING]} running elsewhere")
-    total = f"{len(trials)} trial{'' if len(trials) == 1 else 's'}"
-    lines = [f"study {result.study.study_name}: {total} ({', '.join(counts)})"]
+    lines = [f"study {result.study.study_name}: {trial_counts(trials)}"]
     if result.configurations is not None:
         lines.append(f"configurations: {result.configurations_run} of {result.configurations} run")
     if result.completed:
@@ -115,6 +106,8 @@ def summarize_result(
         )
     else:
         lines.append("best: no complete trial yet")
+    if result.registered_model:
+        lines.append(f"model: the best trial's, registered as {result.registered_model!r}")
     # Terminals and CI logs are read by others: no passwords.
     lines.append(f"optuna storage: {redact(result.storage)}")
     lines.append(f"mlflow: experiment {result.experiment!r} in {redact(result.tracking_uri)}")
@@ -126,6 +119,35 @@ def summarize_result(
     lines.append(f"compare runs: {mlflow_ui_command(redact(result.tracking_uri), page)}")
     lines += next_commands(study_file, study_name, storage)
     return "\n".join(lines)
+
+
+def trial_counts(trials: Sequence[FrozenTrial]) -> str:
+    """``"5 trials (2 complete, 1 pruned, 0 failed, 1 interrupted, 1 queued)"``: every trial in
+    one state or another. A trial stopped before its end (Ctrl-C or SIGTERM: interrupted; its
+    process killed: killed) is queued again, and not counted as failed, which is a result
+    (it diverged, ran out of memory, raised)."""
+    from optuna.trial import TrialState
+
+    states = Counter(trial.state for trial in trials)
+    reasons = Counter(
+        trial.user_attrs.get(FAIL_REASON_ATTR) for trial in trials if trial.state == TrialState.FAIL
+    )
+    stopped = reasons[INTERRUPTED] + reasons[STALE]
+    counts = [
+        f"{states[TrialState.COMPLETE]} complete",
+        f"{states[TrialState.PRUNED]} pruned",
+        f"{states[TrialState.FAIL] - stopped} failed",
+    ]
+    if reasons[INTERRUPTED]:  # Ctrl-C, SIGTERM
+        counts.append(f"{reasons[INTERRUPTED]} interrupted")
+    if reasons[STALE]:  # its process was killed (kill -9, power off): failed by a later run
+        counts.append(f"{reasons[STALE]} killed")
+    if states[TrialState.WAITING]:  # a table's rows not run yet, stopped trials queued again
+        counts.append(f"{states[TrialState.WAITING]} queued")
+    if states[TrialState.RUNNING]:  # trained by other processes now
+        counts.append(f"{states[TrialState.RUNNING]} running elsewhere")
+    total = f"{len(trials)} trial{'' if len(trials) == 1 else 's'}"
+    return f"{total} ({', '.join(counts)})"
 
 
 def next_commands(study_file: Path, study_name: str | None, storage: str | None) -> list[str]:

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from hptune.attrs import FAIL_REASON_ATTR
+from hptune.attrs import failed_as_result
 from hptune.config import CategoricalParam, Choice, FloatParam, IntParam, Param, StudyConfig
 from hptune.errors import ConfigError
 
@@ -49,9 +49,9 @@ def param_values(name: str, param: Param) -> list[Choice]:
     if isinstance(param, CategoricalParam):
         return list(param.choices)
     if isinstance(param, IntParam) and not param.log:
-        return list(range(param.low, param.high + 1, param.step))
+        return list(range(param.low, param.highest + 1, param.step))
     if isinstance(param, FloatParam) and param.step is not None:
-        count = round((param.high - param.low) / param.step) + 1
+        count = round((param.highest - param.low) / param.step) + 1
         return [param.low + i * param.step for i in range(count)]
     raise ConfigError(
         f"search_space.{name}: a grid needs choices, an unlogged int range or a float step; "
@@ -114,8 +114,8 @@ def enqueue_table(study: Study, rows: list[dict[str, Choice]]) -> int:
     """Enqueue the table rows that have not run yet, in order; return how many trials wait.
 
     A row has run when a trial with its values is complete, pruned, or failed as a recorded
-    result (``fail_reason``); it is pending while such a trial waits or runs (an interrupted or
-    killed trial is queued again). Every other row is enqueued.
+    result (``attrs.failed_as_result``); it is pending while such a trial waits or runs (an
+    interrupted or killed trial is queued again). Every other row is enqueued.
     """
     from optuna.trial import TrialState
 
@@ -137,9 +137,7 @@ def table_status(study: Study) -> tuple[set[str], set[str]]:
     for trial in study.get_trials(deepcopy=False):
         key = row_key(trial.system_attrs.get("fixed_params", trial.params))
         state = trial.state
-        if state.is_finished() and (
-            state != TrialState.FAIL or FAIL_REASON_ATTR in trial.user_attrs
-        ):
+        if state.is_finished() and (state != TrialState.FAIL or failed_as_result(trial.user_attrs)):
             done.add(key)
         elif state in (TrialState.WAITING, TrialState.RUNNING):
             pending.add(key)

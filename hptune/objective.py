@@ -14,7 +14,7 @@ import optuna
 import torch
 
 from hptune import data, fastpaths, interrupt, space
-from hptune.attrs import FAIL_REASON_ATTR, FIT_ATTR, RETRY_OF_ATTR, RUN_ID_ATTR
+from hptune.attrs import FAIL_REASON_ATTR, FIT_ATTR, INTERRUPTED, RETRY_OF_ATTR, RUN_ID_ATTR
 from hptune.config import Choice, StudyConfig, TrainConfig
 from hptune.device import precision_name
 from hptune.metrics import classification_details, curve_summary, fit_diagnosis
@@ -53,8 +53,41 @@ def trial_seed(config: TrainConfig, number: int) -> int:
     return int(np.random.SeedSequence([config.seed, number]).generate_state(1)[0])
 
 
+# Settings that do not change what a trial computes (where and how fast it runs, and the test
+# set, which trials are not compared on): a rerun may change them and still join the study.
+NOT_COMPARED = frozenset(
+    {
+        "data.data_dir",
+        "data.download",
+        "data.test_subset",
+        "train.device",
+        "train.precision",
+        "train.cuda_graphs",
+        "train.fast_paths",
+    }
+)
+
+
+def effective_settings(config: StudyConfig) -> dict[str, str]:
+    """The data, model and training settings of a config (after ``--set`` overrides) under
+    dotted keys (``data.train_subset``, ``train.epochs``), as text: what MLflow stores."""
+    settings: dict[str, str] = {}
+    for section in ("data", "model", "train"):
+        for field, value in getattr(config, section).model_dump(mode="json").items():
+            text = "-".join(map(str, value)) if isinstance(value, list) else str(value)
+            settings[f"{section}.{field}"] = text
+    return settings
+
+
+def compared_settings(config: StudyConfig) -> dict[str, str]:
+    """``effective_settings`` less ``NOT_COMPARED``: what trials of one study must share."""
+    return {k: v for k, v in effective_settings(config).items() if k not in NOT_COMPARED}
+
+
 def logged_params(config: StudyConfig, seed: int, device: torch.device) -> dict[str, Choice]:
-    """Every hyperparameter of a resolved trial config under its stable name."""
+    """Every hyperparameter of a resolved trial config under its stable name, then its whole
+    effective data, model and training configuration under dotted keys; ``device`` and
+    ``precision`` are what the trial ran with."""
     model, train_config = config.model, config.train
     params: dict[str, Choice] = {
         "dataset": config.data.dataset,
@@ -86,7 +119,7 @@ def logged_params(config: StudyConfig, seed: int, device: torch.device) -> dict[
         )
     if train_config.weight_decay is not None:
         params["weight_decay"] = train_config.weight_decay
-    return params
+    return {**params, **effective_settings(config)}
 
 
 @dataclass(frozen=True)
@@ -141,16 +174,19 @@ class Objective:
                 )
         except BaseException as error:
             self.record_error(running, error)
+            self.progress.trial_ended(trial.number, ended_with(error))
             raise
-        finally:
-            self.progress.trial_ended()
         value = self.complete(running, model, result)
         # The stored best does not hold this trial yet (Optuna stores it after this returns).
         best = best_value(trial.study)
-        if best is None or _better(trial.study, value, best):
+        if best is None or better(trial.study, value, best):
             best = value
-        self.progress.show_best(best)
+        self.progress.trial_ended(trial.number, self.completed_with(value), best)
         return value
+
+    def completed_with(self, value: float) -> str:
+        """How a complete trial ended, for the progress line."""
+        return f"complete: {self.config.objective.metric} {value:.4g}"
 
     def begin(self, trial: optuna.Trial) -> Running:
         """Choose the trial's parameters and create its MLflow run."""
@@ -208,7 +244,9 @@ class Objective:
             trial.set_user_attr(FAIL_REASON_ATTR, str(error))
             run.finish("FAILED", {"hptune.state": "failed", "hptune.fail_reason": str(error)})
         elif isinstance(error, KeyboardInterrupt):
-            # Optuna records the trial as FAIL; queue its parameters so a rerun repeats it.
+            # Optuna records the trial as FAIL: say why, and queue its parameters so that a
+            # rerun repeats it.
+            trial.set_user_attr(FAIL_REASON_ATTR, INTERRUPTED)
             trial.study.enqueue_trial(running.params, user_attrs={RETRY_OF_ATTR: trial.number})
             run.finish("KILLED", {"hptune.state": "interrupted"})
         else:
@@ -230,12 +268,23 @@ class Objective:
             history,
         )
         run.finish("FINISHED", {"hptune.state": "complete", FIT_ATTR: fit})
-        if self.best is None or _better(trial.study, value, self.best.value):
+        if self.best is None or better(trial.study, value, self.best.value):
             # The best trial this process trained: ``optimize`` logs its model if it is the
             # study's best (``_finish``), so it is compared with this process's trials only,
             # without a storage read per trial.
             self.best = BestModel(trial.number, run.run_id, value, model.cpu())
         return value
+
+
+def ended_with(error: BaseException) -> str:
+    """How a trial that raised ``error`` ended, for the progress line."""
+    if isinstance(error, optuna.TrialPruned):
+        return f"pruned at epoch {error}"
+    if isinstance(error, TRIAL_FAILURES):
+        return f"failed: {error}"
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted (queued to run again)"
+    return f"failed: {error!r}"
 
 
 def best_value(study: optuna.Study) -> float | None:
@@ -246,6 +295,6 @@ def best_value(study: optuna.Study) -> float | None:
         return None
 
 
-def _better(study: optuna.Study, value: float, than: float) -> bool:
+def better(study: optuna.Study, value: float, than: float) -> bool:
     """Whether ``value`` beats ``than`` in the study's direction."""
     return value > than if study.direction == optuna.study.StudyDirection.MAXIMIZE else value < than

@@ -1,7 +1,8 @@
 """Where Optuna keeps a study: SQLite under ``mlruns/`` by default, any RDB URL on request.
 
 RDB storages get Optuna's heartbeat, so a trial left RUNNING by a killed process is marked
-failed by the next run once it is stale, and its parameters are queued to run again.
+failed by the next run once it is stale (with ``fail_reason`` saying so), and its parameters
+are queued to run again.
 
 hptune's SQLite files (Optuna's and MLflow's) use the WAL journal with ``synchronous=NORMAL``:
 a commit (one per epoch's report, several per trial) then waits for no fsync, and readers do
@@ -39,6 +40,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
+from hptune.attrs import FAIL_REASON_ATTR, STALE
 from hptune.errors import HptuneError
 from hptune.redact import redact
 
@@ -195,6 +197,23 @@ class TrialCache(_CachedStorage):
             self._studies[study_id].unfinished_trial_ids.update(t._trial_id for t in queued)
         return copy.deepcopy(queued) if deepcopy else queued
 
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """The trials whose process stopped sending heartbeats, each given its reason
+        (``attrs.STALE``) before ``optuna.storages.fail_stale_trials`` fails it: Optuna stores
+        no attribute on a finished trial, and its stale-trial callback sees it finished.
+
+        Note:
+            Optuna's ``fail_stale_trials`` (called by hptune and by ``Study.optimize``) asks
+            its storage this private method; were it renamed, stale trials would fail without
+            the reason (their MLflow runs still say why), which
+            ``tests/test_study.py::test_killed_process_trial_is_failed_and_rerun`` would show.
+        """
+        stale = super()._get_stale_trial_ids(study_id)
+        for trial_id in stale:
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                self._backend.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, STALE)
+        return stale
+
     def _read_trials_from_remote_storage(self, study_id: int) -> None:
         studies: set[int] | None = getattr(self._snapshot, "studies", None)
         if studies is not None and study_id in studies:
@@ -211,6 +230,16 @@ class TrialCache(_CachedStorage):
     def __setstate__(self, state: dict[Any, Any]) -> None:
         super().__setstate__(state)
         self._snapshot = threading.local()
+
+
+class _RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a stale trial (a WAITING copy of it), without the stale trial's
+    ``fail_reason``: the copy is a new attempt, not a failure."""
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        trial = copy.copy(trial)
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != FAIL_REASON_ATTR}
+        super().__call__(study, trial)
 
 
 @contextlib.contextmanager
@@ -343,7 +372,7 @@ def _open_storage(url: str, create: bool) -> optuna.storages.BaseStorage:
         options: dict[str, Any] = {
             "heartbeat_interval": HEARTBEAT_INTERVAL_S,
             "grace_period": GRACE_PERIOD_S,
-            "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+            "heartbeat_stale_trial_callback": _RetryStaleTrial(max_retry=MAX_RETRY),
         }
         if path is None:
             with setup:

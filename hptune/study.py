@@ -16,14 +16,20 @@ from dataclasses import dataclass
 
 import optuna
 
-from hptune import data, fastpaths, grid, interrupt, notes, space
+from hptune import data, datacache, fastpaths, grid, interrupt, notes, space
 from hptune.allocator import long_lived_frozen
-from hptune.attrs import FINGERPRINT_ATTR, RUN_ID_ATTR
+from hptune.attrs import FINGERPRINT_ATTR, RUN_ID_ATTR, SETTINGS_ATTR
 from hptune.config import Choice, StudyConfig
 from hptune.device import flush_denormals, resolve_device
 from hptune.errors import StudyConflictError
 from hptune.metrics import classification_details
-from hptune.objective import TRIAL_FAILURES, BestModel, Objective, StudyStopped
+from hptune.objective import (
+    TRIAL_FAILURES,
+    BestModel,
+    Objective,
+    StudyStopped,
+    compared_settings,
+)
 from hptune.plots import gallery_figure
 from hptune.progress import Progress
 from hptune.redact import redact
@@ -35,6 +41,7 @@ from hptune.storage import (
     open_storage,
     storage_url,
 )
+from hptune.studyfile import effective_text
 from hptune.tracking import PARENT_RUN_ATTR, StudyTracker, check_tracking, resolve_tracking_uri
 from hptune.training import evaluate
 
@@ -53,6 +60,7 @@ class StudyResult:
     objective: str | None = None  # the objective metric, the runs page's order
     configurations: int | None = None  # rows of an exhaustive study's table
     configurations_run: int = 0
+    registered_model: str | None = None  # the model this run logged and registered
 
     @property
     def completed(self) -> list[optuna.trial.FrozenTrial]:
@@ -105,6 +113,7 @@ def open_study(config: StudyConfig, worker: int = 0) -> optuna.Study:
                 direction=config.objective.resolved_direction,  # type: ignore[arg-type]
             )
             study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+            study.set_user_attr(SETTINGS_ATTR, compared_settings(config))
             return study
     if study.user_attrs.get(FINGERPRINT_ATTR) != fingerprint:
         raise StudyConflictError(
@@ -112,9 +121,31 @@ def open_study(config: StudyConfig, worker: int = 0) -> optuna.Study:
             "search space or objective; continue it with the old file, or start a new study "
             "with --study-name NEW"
         )
+    _check_settings(study, config)
     resumed_at = len(study.get_trials(deepcopy=False))
     study.sampler = build_sampler(config, resumed_at=resumed_at, worker=worker)
     return study
+
+
+def _check_settings(study: optuna.Study, config: StudyConfig) -> None:
+    """Refuse a rerun whose data, model or training settings differ from the stored study's
+    (``objective.NOT_COMPARED`` may differ): its trials would not compare with the stored ones.
+    A study stored before settings were recorded gets this run's; a setting only one side
+    knows (a field added since) is not compared."""
+    current = compared_settings(config)
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    if stored is None:
+        study.set_user_attr(SETTINGS_ATTR, current)
+        return
+    changed = [k for k in sorted(stored.keys() & current.keys()) if stored[k] != current[k]]
+    if changed:
+        differences = "; ".join(f"{k}: {stored[k]} -> {current[k]}" for k in changed)
+        raise StudyConflictError(
+            f"study {config.name!r} in {redact(storage_url(config.storage))} trained its trials "
+            f"with other settings ({differences}), so its trials would not compare with this "
+            "run's; continue it with the stored settings, or start a new study with "
+            "--study-name NEW"
+        )
 
 
 def optimize(config: StudyConfig) -> StudyResult:
@@ -141,8 +172,9 @@ def optimize(config: StudyConfig) -> StudyResult:
         parent = tracker.open_parent(
             study.user_attrs.get(PARENT_RUN_ATTR),
             config.name,
-            _parent_tags(config),
+            _parent_tags(config, splits),
             config.source,
+            effective_text(config),
             _study_note(config, splits),
         )
         study.set_user_attr(PARENT_RUN_ATTR, parent)
@@ -158,11 +190,11 @@ def optimize(config: StudyConfig) -> StudyResult:
 
                 best = run_workers(config, study, n_trials, table)
             else:
-                progress = Progress(n_trials, config.train.epochs)
+                progress = Progress(n_trials, config.train.epochs, metric=config.objective.metric)
                 objective = Objective(config, splits, device, tracker, parent, progress)
                 best = run_trials(study, objective, n_trials, table)
             tracker.flush()  # every trial's run stored before the study's summary is written
-            _finish(study, config, splits, tracker, parent, best)
+            registered = _finish(study, config, splits, tracker, parent, best)
         status = "FINISHED"
     except KeyboardInterrupt as stop:
         status = "KILLED"
@@ -178,8 +210,9 @@ def optimize(config: StudyConfig) -> StudyResult:
         storage_url(config.storage),
         tracker.tracking_uri,
         config.experiment_name,
-        tracker.experiment_id,
-        config.objective.metric,
+        registered_model=registered,
+        experiment_id=tracker.experiment_id,
+        objective=config.objective.metric,
     )
     if rows is not None:
         keys = {grid.row_key(row) for row in rows}
@@ -190,11 +223,16 @@ def optimize(config: StudyConfig) -> StudyResult:
     return result
 
 
-def _parent_tags(config: StudyConfig) -> dict[str, str]:
-    """What the study's parent run says of how it runs: sampler, pruner, validation, storage,
-    hptune's version and the study file's git commit (when in a repository)."""
+def _parent_tags(config: StudyConfig, splits: data.Splits) -> dict[str, str]:
+    """What the study's parent run says of how it runs: sampler, pruner, validation, the data
+    sizes, the overrides it was started with, storage, hptune's version and the study file's
+    git commit (when in a repository)."""
     commit = _git_commit(config)
     return {
+        "hptune.train_size": str(len(splits.train_y)),
+        "hptune.val_size": str(len(splits.val_y)),
+        "hptune.test_size": str(len(splits.test_y)),
+        "hptune.overrides": redact(" ".join(config.overrides)) or "none",
         "hptune.sampler": grid.table_kind(config) or config.sampler.name,
         "hptune.pruner": config.pruner.name,
         "hptune.validation": (
@@ -203,6 +241,8 @@ def _parent_tags(config: StudyConfig) -> dict[str, str]:
             else f"split {config.data.val_fraction:g} of the training set"
         ),
         "hptune.storage": redact(storage_url(config.storage)),
+        # false: the data were not checked against the published data set (data.verify: false)
+        "hptune.data_verified": str(datacache.verification_enabled(config.data.verify)).lower(),
         "hptune.version": _version(),
         **({"mlflow.source.git.commit": commit} if commit else {}),
     }
@@ -356,21 +396,22 @@ def _finish(
     parent: str,
     best: BestModel | None,
     stopped: bool = False,
-) -> None:
+) -> str | None:
     """Record the study's best on the parent run; if this process trained it, log and register
-    its model and evaluate it once on the held-out test set."""
+    its model and evaluate it once on the held-out test set. Returns the registered name (None:
+    no model logged here)."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
-        return
+        return None
     best_trial = study.best_trial
     run_id = best_trial.user_attrs[RUN_ID_ATTR]
     best_line = notes.best_line(
         best_trial.number, config.objective.metric, study.best_value, tracker.run_link(run_id)
     )
-    note = _study_note(config, splits, best_line)
-    tracker.log_best(parent, study.best_value, best_trial.params, run_id, len(complete), note)
+    described = _study_note(config, splits, best_line)
+    tracker.log_best(parent, study.best_value, best_trial.params, run_id, len(complete), described)
     if best is None or best.number != best_trial.number:
-        return  # logged by the process that trained it
+        return None  # logged by the process that trained it
     if stopped:
         note = f"stopping: logging trial {best.number}'s model, the study's best (Ctrl-C: skip)"
         print(note, file=sys.stderr, flush=True)
@@ -388,3 +429,4 @@ def _finish(
     images = splits.test_x[:n].cpu().numpy()
     gallery = gallery_figure(images, labels[:n], predicted[:n], splits.classes)
     tracker.log_test_evaluation(parent, test, gallery)
+    return registered

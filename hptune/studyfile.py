@@ -3,6 +3,7 @@
 Every error names the file, the key path and the rule, one problem per line, and every problem
 found is reported, not only the first. Beyond the schema (``hptune.config``), the search space
 and the configuration list are checked value by value against the sections they write into.
+The YAML itself is read within limits of size, nesting and aliases (``hptune.safeyaml``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from hptune import registry
+from hptune import registry, safeyaml
 from hptune.config import (
     FLOAT_PARAMS,
     INT_PARAMS,
@@ -51,23 +52,24 @@ def load_study_file(
         overridden["name"] = f"--study-name {study_name}"
     config = _validate(raw, where=str(path), overridden=overridden)
     config._source = path
+    config._overrides = tuple(overridden.values())
     return config
 
 
+def effective_text(config: StudyConfig) -> str:
+    """The study file as it runs: every key with its value after ``--set`` overrides and
+    defaults, as YAML (what the study's parent run logs beside the file itself)."""
+    origin = str(config.source) if config.source else "a study built in code"
+    header = f"# {origin} as run"
+    if config.overrides:
+        header += ", with " + ", ".join(
+            o if o.startswith("--") else f"--set {o}" for o in config.overrides
+        )
+    return header + "\n" + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such study file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the study file ({exc.strerror})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    raw = safeyaml.read_file(path)
     if not isinstance(raw, dict):
         kind = "empty" if raw is None else f"a {type(raw).__name__}"
         raise ConfigError(f"{path}: a study file is a mapping of keys, but this one is {kind}")
@@ -104,9 +106,10 @@ def apply_overrides(
             node = child
         else:
             try:
-                node[parts[-1]] = yaml.safe_load(value_text) if value_text.strip() else None
-            except yaml.YAMLError:
-                node[parts[-1]] = value_text
+                value = safeyaml.parse(value_text, f"--set {key}") if value_text.strip() else None
+            except ConfigError:  # not YAML (or beyond its limits): the text as written
+                value = value_text
+            node[parts[-1]] = value
             overridden[key] = text
     if problems:
         raise ConfigError(f"{where}: {p}" for p in problems)
@@ -124,6 +127,21 @@ def _deep_copy(raw: Any) -> Any:
 def validate_config(raw: dict[str, Any], where: str = "<study>") -> StudyConfig:
     """Validate an already-parsed study mapping (the Python API's way in)."""
     return _validate(raw, where=where, overridden={})
+
+
+def range_warnings(config: StudyConfig) -> list[str]:
+    """One line per searched range whose ``step`` does not divide it: its ``high`` never runs
+    (Optuna lowers it to the last step), which the file should say rather than leave silent."""
+    where = str(config.source) if config.source else "<study>"
+    lines = []
+    for name, param in config.search_space.items():
+        if isinstance(param, IntParam | FloatParam) and param.highest != param.high:
+            lines.append(
+                f"{where}: search_space.{name}: step {param.step:g} does not divide "
+                f"[{param.low:g}, {param.high:g}], so {param.high:g} never runs: the highest "
+                f"value is {param.highest:g} (write high: {param.highest:g} to say so)"
+            )
+    return lines
 
 
 def _validate(raw: dict[str, Any], where: str, overridden: dict[str, str]) -> StudyConfig:

@@ -13,12 +13,15 @@ raised at the next write or at the flush.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import sys
 import tempfile
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +40,7 @@ from hptune.tracking_server import check_server
 
 PARENT_RUN_ATTR = "hptune.mlflow_parent_run_id"  # kept in the Optuna study's user attributes
 NOTE = "mlflow.note.content"  # the description MLflow's UI shows for a run or an experiment
+EFFECTIVE_STUDY_FILE = "effective_study.yaml"  # the parent run's study file after overrides
 
 
 def resolve_tracking_uri(configured: str | None) -> str | None:
@@ -157,10 +161,11 @@ class StudyTracker:
         study_name: str,
         tags: Mapping[str, str],
         source: Path | None,
+        effective: str | None = None,
         note: str = "",
     ) -> str:
-        """Reopen the study's parent run, or create it (with the study file as an artifact);
-        ``note``: its description."""
+        """Reopen the study's parent run, or create it (with the study file and ``effective``,
+        the file as run after overrides, as artifacts); ``note``: its description."""
         if run_id is not None:
             self.client.update_run(run_id, status="RUNNING")
             if note:
@@ -175,6 +180,9 @@ class StudyTracker:
         if source is not None:  # (shared with whoever reads the runs: no passwords)
             text = redact_study_file(source.read_text())
             self.client.log_text(run.info.run_id, text, source.name)
+        if effective is not None:
+            text = redact_study_file(effective)
+            self.client.log_text(run.info.run_id, text, EFFECTIVE_STUDY_FILE)
         return run.info.run_id
 
     def close_parent(self, run_id: str, status: str = "FINISHED") -> None:
@@ -241,7 +249,7 @@ class StudyTracker:
         previous = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.tracking_uri)
         try:
-            with mlflow.start_run(run_id=run_id):
+            with mlflow.start_run(run_id=run_id), _without_registry_chatter():
                 # In NCHW whatever layout it trained in (channels-last: CUDA, CPU bf16): what
                 # users expect, and torch.export's archive warns on channels-last weights.
                 model = model.cpu().eval().to(memory_format=torch.contiguous_format)
@@ -304,6 +312,27 @@ class StudyTracker:
         trial_run.about = (number, dict(searched or {}), objective)
         trial_run.log_params(params)  # by the writer: the run's id is all training waits for
         return trial_run
+
+
+# What MLflow prints on stderr when it registers a model: it came before the study's summary.
+_REGISTRY_CHATTER = ("Successfully registered model ", "Created version ", "Registered model ")
+
+
+@contextlib.contextmanager
+def _without_registry_chatter() -> Iterator[None]:
+    """Hold what MLflow writes to stderr in this block, and write it back without the lines
+    announcing the registration (the summary names the registered model)."""
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            yield
+    finally:
+        kept = [
+            line
+            for line in held.getvalue().splitlines(keepends=True)
+            if not line.startswith(_REGISTRY_CHATTER)
+        ]
+        sys.stderr.write("".join(kept))
 
 
 class Writer:

@@ -80,7 +80,7 @@ def run_workers(
 
     threads = threads_per_worker(config.workers)
     first = len(study.get_trials(deepcopy=False))
-    progress = Progress(n_trials, config.train.epochs)
+    progress = Progress(n_trials, config.train.epochs, metric=config.objective.metric)
     with tempfile.TemporaryDirectory(prefix="hptune-workers-") as folder:
         handoff = Path(folder)
         (handoff / "config.pickle").write_bytes(pickle.dumps(config))

@@ -24,6 +24,16 @@ from hptune.data import IDX_FILES
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def stand_in_data() -> Iterator[None]:
+    """The tests' small data sets (``write_idx``) stand in for MNIST and Fashion-MNIST: they
+    are not the published files, so digests are not checked (module-scoped fixtures included).
+    Tests of the check itself delete ``HPTUNE_DATA_VERIFY``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HPTUNE_DATA_VERIFY", "false")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Each test runs in its own folder: its own mlruns/, mlflow.db and data cache."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hptune import grid
-from hptune.attrs import FAIL_REASON_ATTR
+from hptune.attrs import FAIL_REASON_ATTR, INTERRUPTED, STALE
 from hptune.errors import ConfigError
 from hptune.studyfile import load_study_file
 from tests.conftest import study_yaml
@@ -165,12 +165,15 @@ def test_enqueue_skips_rows_that_ran_and_requeues_rows_that_did_not() -> None:
     from optuna.distributions import CategoricalDistribution
 
     study = optuna.create_study()
-    lr = {"lr": CategoricalDistribution([0.1, 0.01, 0.001, 0.0001])}
+    lr = {"lr": CategoricalDistribution([0.1, 0.01, 0.001, 0.0001, 0.3, 0.03])}
     for value, state, attrs in (
         (0.1, optuna.trial.TrialState.COMPLETE, {}),
         (0.01, optuna.trial.TrialState.FAIL, {FAIL_REASON_ATTR: "loss is not finite"}),
-        (0.001, optuna.trial.TrialState.FAIL, {}),  # interrupted, and already queued again
+        # interrupted, and already queued again
+        (0.001, optuna.trial.TrialState.FAIL, {FAIL_REASON_ATTR: INTERRUPTED}),
         (0.0001, optuna.trial.TrialState.FAIL, {}),  # crashed, nothing queued
+        (0.3, optuna.trial.TrialState.FAIL, {FAIL_REASON_ATTR: INTERRUPTED}),  # its retry lost
+        (0.03, optuna.trial.TrialState.FAIL, {FAIL_REASON_ATTR: STALE}),  # retried too often
     ):
         study.add_trial(
             optuna.trial.create_trial(
@@ -182,14 +185,16 @@ def test_enqueue_skips_rows_that_ran_and_requeues_rows_that_did_not() -> None:
             )
         )
     study.enqueue_trial({"lr": 0.001})
-    rows = [{"lr": value} for value in (0.1, 0.01, 0.001, 0.0001)]
+    rows = [{"lr": value} for value in (0.1, 0.01, 0.001, 0.0001, 0.3, 0.03)]
     # A completed row and a recorded failure have run; the queued retry is not doubled;
-    # the crashed row is queued again. Two trials wait.
-    assert grid.enqueue_table(study, rows) == 2
+    # the crashed row and the rows stopped before their end are queued again. Four trials wait.
+    assert grid.enqueue_table(study, rows) == 4
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
-    assert [t.system_attrs["fixed_params"] for t in waiting] == [{"lr": 0.001}, {"lr": 0.0001}]
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [
+        {"lr": value} for value in (0.001, 0.0001, 0.3, 0.03)
+    ]
     # Enqueueing again changes nothing.
-    assert grid.enqueue_table(study, rows) == 2
+    assert grid.enqueue_table(study, rows) == 4
 
 
 def test_a_table_worker_stops_when_no_row_waits() -> None:

@@ -144,7 +144,7 @@ def test_a_single_trial_study_still_gets_every_section(tmp_path: Path) -> None:
     path = make_study(tmp_path, "one", "  - {activation: relu, lr: 0.01}\n")
     with matplotlib.rc_context({"axes.facecolor": "white"}):
         code, _, err = invoke("export-report", str(path), "--out", str(tmp_path / "out"))
-        # Optuna's plots use the ggplot style (grey axes); it stays inside their figures.
+        # The report draws with its own figures: the process's style is left as it was.
         assert matplotlib.rcParams["axes.facecolor"] == "white"
     assert code == 0, err
     page = (tmp_path / "out" / "report.html").read_text()

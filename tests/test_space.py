@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hptune import space
@@ -69,3 +70,49 @@ search_space:
     # The CNN trial never sees width; the MLP trial does.
     assert space.suggest(study.ask(), config) == {"family": "cnn"}
     assert space.suggest(study.ask(), config) == {"family": "mlp", "width": 96}
+
+
+@pytest.mark.filterwarnings("ignore:The distribution is specified by")  # Optuna's own note
+@pytest.mark.parametrize(
+    ("name", "entry", "highest"),
+    [
+        ("width", "{type: int, low: 64, high: 200, step: 64}", 192),
+        ("width", "{type: int, low: 64, high: 192, step: 64}", 192),
+        ("lr", "{type: float, low: 0.1, high: 1.0, step: 0.4}", 0.9),
+        ("dropout", "{type: float, low: 0.0, high: 0.5, step: 0.1}", 0.5),
+        ("dropout", "{type: float, low: 0.0, high: 0.5, step: 0.15}", 0.45),
+        ("lr", "{type: float, low: 0.001, high: 0.01}", 0.01),
+    ],
+)
+def test_the_highest_value_is_the_one_optuna_runs(
+    tmp_path: Path, name: str, entry: str, highest: float
+) -> None:
+    path = study_yaml(tmp_path / "s.yaml", f"name: s\nsearch_space:\n  {name}: {entry}\n")
+    config = load_study_file(path)
+    study = optuna.create_study()
+    trial = study.ask()
+    space.suggest(trial, config)
+    distribution = study.tell(trial, 0.0).distributions[name]
+    # What hptune says is the highest value is the high Optuna's distribution runs with.
+    assert config.search_space[name].highest == distribution.high == highest  # type: ignore[union-attr]
+
+
+def test_a_step_that_does_not_divide_its_range_is_a_warning(tmp_path: Path) -> None:
+    from tests.test_cli import invoke
+
+    path = study_yaml(
+        tmp_path / "s.yaml",
+        "name: s\ndata: {dataset: mnist}\nsearch_space:\n"
+        "  width: {type: int, low: 64, high: 200, step: 64}\n"
+        "  depth: {type: int, low: 1, high: 3}\n",
+    )
+    warning = (
+        f"warning: {path}: search_space.width: step 64 does not divide [64, 200], so 200 never "
+        "runs: the highest value is 192 (write high: 192 to say so)"
+    )
+    code, _, err = invoke("validate", str(path))
+    # validate: the key, what never runs and what does, once; other ranges are not named.
+    assert code == 0 and err.splitlines() == [warning]
+    code, _, err = invoke("optimize", str(path))
+    # optimize says it too, before it starts (here it then stops: no data).
+    assert code == 2 and err.splitlines()[0] == warning

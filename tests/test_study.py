@@ -20,8 +20,9 @@ from optuna.trial import TrialState
 from sqlalchemy.exc import OperationalError
 
 from hptune import interrupt, objective, storage, study
-from hptune.attrs import RETRY_OF_ATTR
+from hptune.attrs import FAIL_REASON_ATTR, RETRY_OF_ATTR
 from hptune.config import StudyConfig
+from hptune.describe import summarize_result
 from hptune.errors import StudyConflictError
 from hptune.progress import Progress
 from hptune.studyfile import load_study_file
@@ -207,6 +208,14 @@ def test_interrupted_trial_is_queued_again(
     assert first.state == TrialState.FAIL and again.state == TrialState.COMPLETE
     assert again.params == first.params
     assert again.user_attrs[RETRY_OF_ATTR] == 0
+    # Optuna's record says it was interrupted (the report reads it); its rerun is no failure.
+    assert first.user_attrs[FAIL_REASON_ATTR] == "interrupted"
+    assert FAIL_REASON_ATTR not in again.user_attrs
+    # The summary says "interrupted", not "failed" without a reason.
+    summary = summarize_result(result, tmp_path / "small.yaml", None)
+    assert summary.startswith(
+        "study small: 2 trials (1 complete, 0 pruned, 0 failed, 1 interrupted)\n"
+    )
 
 
 def interrupt_trial(number: int) -> Any:
@@ -297,9 +306,11 @@ def test_the_progress_bar_shows_the_best_value_with_the_last_trial(
     shown: list[float | None] = []
 
     class Recorded(Progress):
-        def show_best(self, best: float | None) -> None:
+        def trial_ended(
+            self, number: int | None = None, outcome: str = "", best: float | None = None
+        ) -> None:
             shown.append(best)
-            super().show_best(best)
+            super().trial_ended(number, outcome, best)
 
     monkeypatch.setattr(study, "Progress", Recorded)
     # The good row runs last: the bar's last best is its value.
@@ -410,6 +421,12 @@ def test_killed_process_trial_is_failed_and_rerun(
     assert retried.params == dead.params
     statuses = {r.data.tags["hptune.trial"]: r.info.status for r in runs(tracking, "trial")}
     assert statuses == {"0": "FAILED", "1": "FINISHED"}
+    # Optuna's record says why it failed too (the report reads it); its retry is no failure.
+    assert dead.user_attrs[FAIL_REASON_ATTR] == "stale: its process stopped sending heartbeats"
+    assert FAIL_REASON_ATTR not in retried.user_attrs
+    # The summary counts it apart from the trials that failed as a result.
+    summary = summarize_result(result, tmp_path / "small.yaml", None)
+    assert summary.startswith("study small: 2 trials (1 complete, 0 pruned, 0 failed, 1 killed)\n")
 
 
 def test_sigterm_stops_like_ctrl_c(tmp_path: Path, mnist_dir: Path, tracking: MlflowClient) -> None:

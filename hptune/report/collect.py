@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -15,6 +16,7 @@ from hptune.redact import redact
 from hptune.storage import open_storage
 from hptune.tracking import RunRecord, StudyReader
 
+INTERRUPTED = "interrupted"  # a trial's fail_reason (Optuna) or hptune.state (MLflow) when stopped
 CURVES = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "val/f1_macro")
 
 
@@ -31,6 +33,7 @@ class TrialData:
     fit: str | None = None
     fail_reason: str | None = None
     device: str | None = None
+    epochs: str | None = None  # as the trial's run logged it (searched or fixed)
     distributions: dict[str, optuna.distributions.BaseDistribution] = field(default_factory=dict)
 
     def final(self, key: str) -> float | None:
@@ -79,8 +82,32 @@ class ReportData:
     def maximize(self) -> bool:
         return self.study.direction == optuna.study.StudyDirection.MAXIMIZE
 
+    def tag(self, key: str) -> str | None:
+        """A tag of the study's parent run (None without one)."""
+        return self.parent.tags.get(key) if self.parent else None
+
+    @property
+    def val_size(self) -> int | None:
+        """Validation images, as the parent run recorded them (None for older studies)."""
+        size = self.tag("hptune.val_size")
+        return int(size) if size and size.isdigit() else None
+
+    def noise(self) -> float | None:
+        """One standard error of the best value, ``sqrt(p(1-p)/n_val)``: the validation set's
+        sampling noise for an accuracy (for macro-F1, an approximation of it). None for losses
+        and where the validation size is unknown."""
+        ranked = self.ranked()
+        return self.standard_error(ranked[0].value) if ranked else None
+
+    def standard_error(self, value: float | None) -> float | None:
+        """``sqrt(p(1-p)/n_val)`` at ``p = value`` (see ``noise``)."""
+        size = self.val_size
+        if value is None or not size or self.metric.endswith("loss") or not 0 <= value <= 1:
+            return None
+        return math.sqrt(value * (1 - value) / size)
+
     def counts(self) -> dict[str, int]:
-        counts = {"complete": 0, "pruned": 0, "failed": 0, "running": 0}
+        counts = {"complete": 0, "pruned": 0, "failed": 0, "interrupted": 0, "running": 0}
         for trial in self.trials:
             counts[trial.state] = counts.get(trial.state, 0) + 1
         return counts
@@ -144,8 +171,13 @@ def collect(study_name: str, storage: str, tracking_uri: str | None, experiment:
         if run_id in runs:
             trial.curves = {key: reader.history(run_id, key) for key in CURVES}
             trial.device = runs[run_id].params.get("device")
+            trial.epochs = runs[run_id].params.get("epochs")
             # A dead worker's trial has its reason only on the run hptune closed for it.
             trial.fail_reason = trial.fail_reason or runs[run_id].tags.get("hptune.fail_reason")
+            if runs[run_id].tags.get("hptune.state") == INTERRUPTED:
+                trial.fail_reason = INTERRUPTED
+        if trial.state == "failed" and trial.fail_reason == INTERRUPTED:
+            trial.state = INTERRUPTED  # stopped (Ctrl-C, SIGTERM), not a result
         trials.append(trial)
     data = ReportData(
         study, storage, reader.tracking_uri, experiment, parent, trials, best=None, queued=queued

@@ -75,10 +75,14 @@ def _fmt(value: object) -> object:
     return "" if value is None else value
 
 
+IMPORTANCE_TRIALS_PER_PARAM = 10  # fewer complete trials per parameter: too few to trust
+
+
 def summary(data: ReportData) -> Section:
     counts = data.counts()
     tags = data.parent.tags if data.parent else {}
     wall = data.wall_time_s()
+    noise = data.noise()
     rows: list[list[object]] = [
         ["study", data.study.study_name],
         ["objective", f"{'maximize' if data.maximize else 'minimize'} {data.metric}"],
@@ -86,20 +90,25 @@ def summary(data: ReportData) -> Section:
             "sampler / pruner",
             f"{tags.get('hptune.sampler', '?')} / {tags.get('hptune.pruner', '?')}",
         ],
+        ["trials", _trial_counts(data, counts)],
+        ["validation", tags.get("hptune.validation", "not recorded")],
+        ["data (images)", _sizes(tags)],
+        ["epochs per trial", ", ".join(_epochs(data)) or "not recorded"],
+        ["overrides (--set, flags)", tags.get("hptune.overrides", "not recorded")],
         [
-            "trials",
-            f"{len(data.trials)}: {counts['complete']} complete, {counts['pruned']} pruned, "
-            f"{counts['failed']} failed"
-            + (f", {counts['running']} running" if counts["running"] else "")
-            + (f"; {data.queued} queued, not run yet" if data.queued else ""),
+            "wall time (first trial's start to last trial's end)",
+            f"{wall / 60:.1f} min" if wall is not None else "no trial ran",
         ],
-        ["validation", tags.get("hptune.validation", "unknown")],
-        ["wall time", f"{wall / 60:.1f} min" if wall is not None else "no trial ran"],
-        ["device", ", ".join(_devices(data)) or "unknown"],
+        ["device", ", ".join(_devices(data)) or "not recorded"],
+        ["hptune version", tags.get("hptune.version", "not recorded")],
         ["Optuna storage", redact(data.storage)],  # the report is shared: no passwords
         ["MLflow", f"experiment {data.experiment!r} in {redact(data.tracking_uri)}"],
         ["generated", datetime.now().isoformat(timespec="seconds")],
     ]
+    if noise is not None:
+        rows.append(
+            ["validation noise", f"±{noise:.4f} (one standard error on {data.val_size} images)"]
+        )
     if data.best is not None:
         best = data.best.trial
         rows.append([f"best ({data.metric})", f"trial {best.number}: {best.value:.4f}"])
@@ -110,6 +119,7 @@ def summary(data: ReportData) -> Section:
     else:
         rows.append(["best", "no complete trial yet"])
     blocks: list[Text | Table | Image] = [Table(["item", "value"], rows, csv_name="summary.csv")]
+    blocks += _too_close(data, noise)
     if counts["running"]:
         blocks.insert(0, Text("The study is still running: this report shows what exists so far."))
     elif data.queued:
@@ -130,6 +140,46 @@ def summary(data: ReportData) -> Section:
             )
         )
     return Section("1. Summary", blocks)
+
+
+def _trial_counts(data: ReportData, counts: dict[str, int]) -> str:
+    text = f"{len(data.trials)}: " + ", ".join(
+        f"{counts[state]} {state}"
+        for state in ("complete", "pruned", "failed", "interrupted", "running")
+        if counts[state] or state in ("complete", "pruned", "failed")
+    )
+    return text + (f"; {data.queued} queued, not run yet" if data.queued else "")
+
+
+def _sizes(tags: dict[str, str]) -> str:
+    sizes = [tags.get(f"hptune.{split}_size") for split in ("train", "val", "test")]
+    if not all(sizes):
+        return "not recorded"
+    train, val, test = (f"{int(size):,}" for size in sizes if size)
+    return f"train {train}, validation {val}, test {test}"
+
+
+def _epochs(data: ReportData) -> list[str]:
+    return sorted({t.epochs for t in data.trials if t.epochs}, key=int)
+
+
+def _too_close(data: ReportData, noise: float | None) -> list[Text | Table | Image]:
+    """A note when the best and the runner-up differ by less than the validation noise."""
+    ranked = data.ranked()
+    if noise is None or len(ranked) < 2:
+        return []
+    best, second = ranked[0], ranked[1]
+    gap = abs((best.value or 0.0) - (second.value or 0.0))
+    if gap >= noise:
+        return []
+    return [
+        Text(
+            f"The best trial ({best.number}: {best.value:.4f}) and the runner-up "
+            f"({second.number}: {second.value:.4f}) differ by {gap:.4f}, less than the "
+            f"validation set's noise (one standard error, ±{noise:.4f} on {data.val_size} "
+            "images): this study does not tell them apart."
+        )
+    ]
 
 
 def _devices(data: ReportData) -> list[str]:
@@ -184,7 +234,9 @@ def results(data: ReportData) -> Section:
 
 def comparison(data: ReportData) -> Section:
     note = Text(
-        f"The {figures.TOP_K} best complete trials are drawn in colour, the others faint grey."
+        f"The {figures.TOP_K} best complete trials are drawn in colour, each in the same colour "
+        "in every figure, the others faint grey. Final values are dots (best at the top), so "
+        "the axis need not start at zero."
     )
     return Section(
         "3. Comparison plots",
@@ -218,8 +270,8 @@ def grouped(data: ReportData) -> Section:
             [value, len(v), _fmt(statistics.fmean(v)), _fmt(min(v)), _fmt(max(v))]
             for value, v in groups.items()
         ]
-        rows.sort(key=lambda row: row[2], reverse=data.maximize)  # type: ignore[arg-type, return-value]
-        blocks.append(Text(f"{data.metric} grouped by {name} (complete trials):"))
+        rows.sort(key=lambda row: _order(row[0]))
+        blocks.append(Text(f"{data.metric} grouped by {name} (complete trials; levels in order):"))
         blocks.append(Table([name, "trials", "mean", "min", "max"], rows, f"grouped_{name}.csv"))
     blocks += _heat_map(data)
     return Section("4. Grouped analysis", blocks)
@@ -250,6 +302,7 @@ def _heat_map(data: ReportData) -> list[Text | Table | Image]:
             key = (trial.params[first], trial.params[second])
             cells.setdefault(key, []).append(trial.value or 0.0)
     means = {key: statistics.fmean(v) for key, v in cells.items()}
+    sizes = {key: len(v) for key, v in cells.items()}
     low, high = min(means.values()), max(means.values())
     colour_map = matplotlib.colormaps["RdYlGn" if data.maximize else "RdYlGn_r"]
     rows, colours = [], []
@@ -258,7 +311,7 @@ def _heat_map(data: ReportData) -> list[Text | Table | Image]:
         colour_row: list[str | None] = [None]
         for c in column_values:
             mean = means.get((r, c))
-            row.append(_fmt(mean) if mean is not None else "–")
+            row.append(f"{_fmt(mean)} (n={sizes[(r, c)]})" if mean is not None else "–")
             if mean is None:
                 colour_row.append(None)
             else:
@@ -268,7 +321,10 @@ def _heat_map(data: ReportData) -> list[Text | Table | Image]:
         colours.append(colour_row)
     columns = [f"{first} \\ {second}", *map(str, column_values)]
     return [
-        Text(f"Heat map: mean {data.metric} by {first} (rows) and {second} (columns)."),
+        Text(
+            f"Heat map: mean {data.metric} by {first} (rows) and {second} (columns); n: how "
+            "many complete trials each cell averages."
+        ),
         Table(columns, rows, f"heatmap_{first}_{second}.csv", colours=colours),
     ]
 
@@ -334,9 +390,7 @@ def optuna_view(data: ReportData) -> Section:
                 "Optimization history",
                 lambda: figures.optimization_history(data),
             ),
-            _figure(
-                "optuna_importances.png", "Parameter importances", lambda: figures.importances(data)
-            ),
+            *_importances(data),
             _figure(
                 "optuna_parallel.png",
                 "Parallel coordinates",
@@ -349,6 +403,26 @@ def optuna_view(data: ReportData) -> Section:
             ),
         ],
     )
+
+
+def _importances(data: ReportData) -> list[Text | Table | Image]:
+    """The importances figure, with how many complete trials it rests on and a warning when
+    they are too few to trust (fewer than ``IMPORTANCE_TRIALS_PER_PARAM`` per parameter)."""
+    try:
+        drawn, found = figures.importances(data)
+    except figures.Unavailable as reason:
+        return [Text(f"Parameter importances: not shown, {reason}.")]
+    complete = len(data.ranked())
+    text = (
+        f"Parameter importances (Optuna's PED-ANOVA) rest on {complete} complete trials and "
+        f"{len(found)} parameter{'' if len(found) == 1 else 's'}."
+    )
+    if complete < IMPORTANCE_TRIALS_PER_PARAM * len(found):
+        text += (
+            f" That is fewer than {IMPORTANCE_TRIALS_PER_PARAM} per parameter: too few to trust;"
+            " compare the grouped tables (section 4), which show each level's trials."
+        )
+    return [Text(text), Image("optuna_importances.png", drawn, "Parameter importances")]
 
 
 def fit_section(data: ReportData) -> Section:
