@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hptune import grid, space
+from hptune import grid, notes, space
 from hptune.attrs import FAIL_REASON_ATTR, INTERRUPTED, STALE
 from hptune.config import MODEL_SETTINGS, StudyConfig
 from hptune.imports import resolve, signature_text, spec_text
@@ -133,7 +133,12 @@ def summarize_result(
     # Terminals and CI logs are read by others: no passwords.
     lines.append(f"optuna storage: {redact(result.storage)}")
     lines.append(f"mlflow: experiment {result.experiment!r} in {redact(result.tracking_uri)}")
-    lines.append(f"compare runs: {mlflow_ui_command(redact(result.tracking_uri))}")
+    page = ""
+    if result.experiment_id is not None:
+        maximize = result.study.direction.name == "MAXIMIZE"
+        study = result.study.study_name
+        page = notes.runs_page(result.experiment_id, study, result.objective, maximize)
+    lines.append(f"compare runs: {mlflow_ui_command(redact(result.tracking_uri), page)}")
     lines += next_commands(study_file, study_name, storage)
     return "\n".join(lines)
 
@@ -185,11 +190,15 @@ def next_commands(study_file: Path, study_name: str | None, storage: str | None)
     return lines
 
 
-def mlflow_ui_command(tracking_uri: str) -> str:
-    """The ``mlflow ui`` line that shows these runs."""
+def mlflow_ui_command(tracking_uri: str, page: str = "") -> str:
+    """The ``mlflow ui`` line that shows these runs; ``page``: the address of the study's runs
+    table within the UI (``notes.runs_page``)."""
     default = f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-    if tracking_uri == default:
-        return "mlflow ui   (in this folder), then open http://127.0.0.1:5000"
     if tracking_uri.startswith(("http://", "https://")):
-        return f"open {tracking_uri}"
-    return f"mlflow ui --backend-store-uri {shlex.quote(tracking_uri)}"
+        return f"open {tracking_uri.rstrip('/')}/{page}"
+    command = "mlflow ui" + (
+        "   (in this folder)"
+        if tracking_uri == default
+        else f" --backend-store-uri {shlex.quote(tracking_uri)}"
+    )
+    return f"{command}, then open http://127.0.0.1:5000/{page}"

@@ -1,5 +1,10 @@
-"""Gradient flow: per-layer statistics of the last training batch's gradients (experiment B's
-dead-neuron indicator), computed on the device and read with the epoch's one host sync.
+"""Gradient flow: per-layer statistics of the last training batch's weight gradients
+(experiment B's dead-neuron indicator), computed on the device and read with the epoch's one
+host sync.
+
+Metric names are ``weight_grad/<layer>/<stat>`` (``PREFIX``): MLflow's UI orders metric sections
+by name, and the prefix sorts after ``train/`` and ``val/``, so a trial's 3 statistics per layer
+come after the curves a user compares first instead of before them.
 """
 
 from __future__ import annotations
@@ -8,6 +13,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+PREFIX = "weight_grad/"  # stable: users chart these names, and the report reads them
 
 
 def weight_layers(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -47,7 +54,7 @@ def _grad_stats(grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     stats: dict[str, torch.Tensor] = {}
     for name, grad in grads.items():
         flat = grad.flatten(1)
-        stats[f"grad/{name}/mean_abs"] = flat.abs().mean(dim=1)
-        stats[f"grad/{name}/std"] = flat.std(dim=1)
-        stats[f"grad/{name}/zero_pct"] = (flat == 0).float().mean(dim=1) * 100
+        stats[f"{PREFIX}{name}/mean_abs"] = flat.abs().mean(dim=1)
+        stats[f"{PREFIX}{name}/std"] = flat.std(dim=1)
+        stats[f"{PREFIX}{name}/zero_pct"] = (flat == 0).float().mean(dim=1) * 100
     return stats

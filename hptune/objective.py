@@ -217,6 +217,8 @@ class Objective:
             trial.number,
             {"trial_number": trial.number, **logged_params(trial_config, seed, self.device)},
             {"hptune.worker": str(self.worker)} if self.worker else {},
+            searched=params,
+            objective=self.config.objective.metric,
         )
         running = Running(trial, params, trial_config, seed, run)
         try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import optuna
 
-from hptune import data, datacache, fastpaths, grid, interrupt, space
+from hptune import data, datacache, fastpaths, grid, interrupt, notes, space
 from hptune.allocator import long_lived_frozen
 from hptune.attrs import FINGERPRINT_ATTR, RUN_ID_ATTR, SETTINGS_ATTR
 from hptune.config import Choice, StudyConfig
@@ -59,6 +59,8 @@ class StudyResult:
     storage: str
     tracking_uri: str
     experiment: str
+    experiment_id: str | None = None  # MLflow's, for the runs page's address
+    objective: str | None = None  # the objective metric, the runs page's order
     configurations: int | None = None  # rows of an exhaustive study's table
     configurations_run: int = 0
     registered_model: str | None = None  # the model this run logged and registered
@@ -175,6 +177,7 @@ def optimize(config: StudyConfig) -> StudyResult:
 
     study = open_study(config)
     tracker = StudyTracker(config.experiment_name, tracking_uri)
+    tracker.describe_experiment(config.description or f"hptune study {config.name}")
     # One parent run per study: commands started together take turns to find or create it.
     with database_lock(storage_url(config.storage), "study", config.name):
         parent = tracker.open_parent(
@@ -183,6 +186,7 @@ def optimize(config: StudyConfig) -> StudyResult:
             _parent_tags(config, splits),
             config.source,
             effective_text(config),
+            _study_note(config, splits),
         )
         study.set_user_attr(PARENT_RUN_ATTR, parent)
     _close_dead_trials(study, tracker)
@@ -218,6 +222,8 @@ def optimize(config: StudyConfig) -> StudyResult:
         tracker.tracking_uri,
         config.experiment_name,
         registered_model=registered,
+        experiment_id=tracker.experiment_id,
+        objective=config.objective.metric,
     )
     if rows is not None:
         keys = {grid.row_key(row) for row in rows}
@@ -267,6 +273,19 @@ def _parent_tags(config: StudyConfig, splits: data.Splits) -> dict[str, str]:
         "hptune.version": _version(),
         **({"mlflow.source.git.commit": commit} if commit else {}),
     }
+
+
+def _study_note(config: StudyConfig, splits: data.Splits, best: str | None = None) -> str:
+    """The study run's description: what it searches, on which data, and its best trial."""
+    objective = f"{config.objective.resolved_direction} {config.objective.metric}"
+    kind = grid.table_kind(config)
+    how = f"sampler {config.sampler.name}" if kind is None else f"{kind}, each row run once"
+    sizes = {"training": len(splits.train_x)}
+    if not splits.val_is_test:
+        sizes["validation"] = len(splits.val_x)
+    sizes["test" + (" (also validation)" if splits.val_is_test else "")] = len(splits.test_x)
+    how += f", pruner {config.pruner.name}, {config.train.epochs} epochs per trial"
+    return notes.study_note(config.name, config.description, objective, how, sizes, best)
 
 
 def _enqueue_rows(study: optuna.Study, config: StudyConfig, rows: list[dict[str, Choice]]) -> int:
@@ -427,15 +446,24 @@ def _finish(
         return None
     best_trial = study.best_trial
     run_id = best_trial.user_attrs[RUN_ID_ATTR]
-    tracker.log_best(parent, study.best_value, best_trial.params, run_id, len(complete))
+    best_line = notes.best_line(
+        best_trial.number, config.objective.metric, study.best_value, tracker.run_link(run_id)
+    )
+    described = _study_note(config, splits, best_line)
+    tracker.log_best(parent, study.best_value, best_trial.params, run_id, len(complete), described)
     if best is None or best.number != best_trial.number:
         return None  # logged by the process that trained it
     if stopped:
         note = f"stopping: logging trial {best.number}'s model, the study's best (Ctrl-C: skip)"
         print(note, file=sys.stderr, flush=True)
     example = splits.test_x[:2].cpu().numpy()  # batch of 2: export keeps the batch dim dynamic
+    contract = notes.model_note(
+        splits.input_shape, config.data.normalize, splits.classes, config.name, best.number
+    )
     registered = config.tracking.registered_model or config.name
-    tracker.log_model(run_id, best.model, example, registered, _input_contract(config, splits))
+    tracker.log_model(
+        run_id, best.model, example, registered, _input_contract(config, splits), contract
+    )
     model = best.model.to(splits.test_x.device)
     _, predictions = evaluate(model, splits.test_x, splits.test_y)
     labels, predicted = splits.test_y.cpu().numpy(), predictions.cpu().numpy()

@@ -2,7 +2,8 @@
 
 One parent run per study, one child run per trial, created through ``MlflowClient`` (no fluent,
 process-global active run) so that parallel workers can log at once. Metrics go in one batched
-call per epoch with ``step=epoch``.
+call per epoch with ``step=epoch``. The experiment, the runs and the registered model version
+carry the descriptions and names of ``hptune.notes``, which MLflow's UI shows first.
 
 A trial's writes after its run is created (params, epochs, outcome with the confusion-matrix
 figure, end status) go through one background thread, in order, so that training does not wait
@@ -30,6 +31,7 @@ from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from hptune import notes
 from hptune.errors import HptuneError
 from hptune.plots import confusion_matrix_png
 from hptune.redact import redact, redact_study_file
@@ -37,6 +39,7 @@ from hptune.storage import check_database, check_writable, database_lock, sqlite
 from hptune.tracking_server import check_server
 
 PARENT_RUN_ATTR = "hptune.mlflow_parent_run_id"  # kept in the Optuna study's user attributes
+NOTE = "mlflow.note.content"  # the description MLflow's UI shows for a run or an experiment
 EFFECTIVE_STUDY_FILE = "effective_study.yaml"  # the parent run's study file after overrides
 
 
@@ -139,6 +142,19 @@ class StudyTracker:
                 self.client.create_experiment(experiment) if found is None else found.experiment_id
             )
 
+    def describe_experiment(self, description: str) -> None:
+        """The experiment's description (the study's), and its kind: model training, so that
+        MLflow's UI shows its runs rather than its GenAI pages."""
+        self.client.set_experiment_tag(self.experiment_id, NOTE, description)
+        self.client.set_experiment_tag(
+            self.experiment_id, "mlflow.experimentKind", "custom_model_development"
+        )
+
+    def run_link(self, run_id: str) -> str:
+        """A run's page in MLflow's UI, relative to the UI's address (for descriptions)."""
+        page = f"#/experiments/{self.experiment_id}/runs/{run_id}"
+        return page + "?workflowType=machine_learning"  # (MLflow 3 opens in GenAI mode)
+
     def open_parent(
         self,
         run_id: str | None,
@@ -146,16 +162,20 @@ class StudyTracker:
         tags: Mapping[str, str],
         source: Path | None,
         effective: str | None = None,
+        note: str = "",
     ) -> str:
         """Reopen the study's parent run, or create it (with the study file and ``effective``,
-        the file as run after overrides, as artifacts)."""
+        the file as run after overrides, as artifacts); ``note``: its description."""
         if run_id is not None:
             self.client.update_run(run_id, status="RUNNING")
+            if note:
+                self.client.set_tag(run_id, NOTE, note)
             return run_id
         run = self.client.create_run(
             self.experiment_id,
             run_name=study_name,
-            tags={"hptune.role": "study", "hptune.study": study_name, **tags},
+            tags={"hptune.role": "study", "hptune.study": study_name, **tags}
+            | ({NOTE: note} if note else {}),
         )
         if source is not None:  # (shared with whoever reads the runs: no passwords)
             text = redact_study_file(source.read_text())
@@ -188,19 +208,30 @@ class StudyTracker:
 
     def close_orphan(self, run_id: str, reason: str) -> bool:
         """Mark a run left RUNNING by a dead process as FAILED; False if it had ended."""
-        if self.client.get_run(run_id).info.status != "RUNNING":
+        run = self.client.get_run(run_id)
+        if run.info.status != "RUNNING":
             return False
-        TrialRun(self.client, run_id, None).finish(
-            "FAILED", {"hptune.state": "failed", "hptune.fail_reason": reason}
-        )
+        tags = {"hptune.state": "failed", "hptune.fail_reason": reason}
+        if "hptune.trial" in run.data.tags:  # (a study's run keeps its name)
+            tags["mlflow.runName"] = notes.trial_run_name(
+                int(run.data.tags["hptune.trial"]), "failed"
+            )
+        TrialRun(self.client, run_id, None).finish("FAILED", tags)
         return True
 
     def log_best(
-        self, parent_run_id: str, value: float, params: Mapping[str, Any], run_id: str, step: int
+        self,
+        parent_run_id: str,
+        value: float,
+        params: Mapping[str, Any],
+        run_id: str,
+        step: int,
+        note: str = "",
     ) -> None:
-        """The study's best so far on its parent run: metric, params (as tags), its run id."""
-        tags = [RunTag("best_trial_run_id", run_id)]
-        tags += [RunTag(f"best_params.{k}", str(v)) for k, v in params.items()]
+        """The study's best so far on its parent run: metric, params (as tags), its run id, and
+        the run's description (``note``) that names it."""
+        tags = [RunTag("best_trial_run_id", run_id)] + ([RunTag(NOTE, note)] if note else [])
+        tags += [RunTag(f"best_params.{k}", notes.format_value(v)) for k, v in params.items()]
         metric = Metric("best_value", value, int(time.time() * 1000), step)
         self.client.log_batch(parent_run_id, metrics=[metric], tags=tags)
 
@@ -211,9 +242,11 @@ class StudyTracker:
         input_example: Any,
         registered_name: str,
         version_tags: Mapping[str, str] | None = None,
+        note: str = "",
     ) -> str:
         """Log a CPU, eval-mode torch model on ``run_id`` and register it, with
-        ``version_tags`` on the registered version (its input contract); return its URI."""
+        ``version_tags`` on the registered version and ``note`` (its input contract) as the
+        version's description; return its URI."""
         import mlflow
         import mlflow.pytorch
         import torch
@@ -245,6 +278,8 @@ class StudyTracker:
         for key, value in (version_tags or {}).items():
             if version is not None:
                 self.client.set_model_version_tag(registered_name, str(version), key, value)
+        if note and version is not None:
+            self.client.update_model_version(registered_name, str(version), description=note)
         return str(info.model_uri)
 
     def log_test_evaluation(
@@ -265,20 +300,26 @@ class StudyTracker:
         number: int,
         params: Mapping[str, Any],
         tags: Mapping[str, str] | None = None,
+        *,
+        searched: Mapping[str, Any] | None = None,
+        objective: str = "",
     ) -> TrialRun:
-        """A child run for trial ``number`` holding every hyperparameter as a param."""
+        """A child run for trial ``number`` holding every hyperparameter as a param; its
+        description will give the ``searched`` ones and the ``objective`` metric's outcome."""
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"trial-{number}",
+            run_name=notes.trial_run_name(number, "running"),
             tags={
                 "mlflow.parentRunId": parent_run_id,
                 "hptune.role": "trial",
                 "hptune.study": study_name,
                 "hptune.trial": str(number),
+                NOTE: notes.trial_note(number, searched or {}, "running"),
                 **(tags or {}),
             },
         )
         trial_run = TrialRun(self.client, run.info.run_id, self.writer)
+        trial_run.about = (number, dict(searched or {}), objective)
         trial_run.log_params(params)  # by the writer: the run's id is all training waits for
         return trial_run
 
@@ -328,6 +369,11 @@ class TrialRun:
         self.client = client
         self.run_id = run_id
         self.writer = writer
+        # For the run's name and description at its end: trial number, searched parameters and
+        # objective metric (None: a run reopened to be closed, which keeps its own), and the
+        # last epoch's metrics.
+        self.about: tuple[int, dict[str, Any], str] | None = None
+        self.last: tuple[int, Mapping[str, float]] = (0, {})
         self.end_tags: dict[str, str] = {}  # written by ``finish``
 
     def _write(self, call: Callable[..., object], *args: Any) -> None:
@@ -337,13 +383,14 @@ class TrialRun:
             self.writer.submit(call, *args)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        """Every hyperparameter, as MLflow params (text)."""
-        batch = [Param(k, str(v)) for k, v in params.items()]
+        """Every hyperparameter, as MLflow params (text, as written: ``notes.format_value``)."""
+        batch = [Param(k, notes.format_value(v)) for k, v in params.items()]
         self._write(lambda: self.client.log_batch(self.run_id, params=batch))
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """All of an epoch's metrics in one call, at ``step=epoch``."""
         now = int(time.time() * 1000)
+        self.last = (epoch, metrics)
         batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items()]
         self._write(lambda: self.client.log_batch(self.run_id, metrics=batch))
 
@@ -372,8 +419,15 @@ class TrialRun:
         self.end_tags.update(tags)
 
     def finish(self, status: str, tags: Mapping[str, str] | None = None) -> None:
-        """End the run as FINISHED, KILLED (pruned, interrupted) or FAILED, with reason tags."""
+        """End the run as FINISHED, KILLED (pruned, interrupted) or FAILED, with reason tags;
+        its name and description say which (MLflow marks KILLED and FAILED runs alike)."""
         every = {**self.end_tags, **(tags or {})}
+        if self.about is not None:
+            number, searched, objective = self.about
+            epochs, last = self.last
+            outcome = notes.trial_outcome(every, objective, last, epochs)
+            every[NOTE] = notes.trial_note(number, searched, outcome)
+            every["mlflow.runName"] = notes.trial_run_name(number, every.get("hptune.state", ""))
         run_tags = [RunTag(k, v) for k, v in every.items()]
 
         def write() -> None:

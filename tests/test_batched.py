@@ -150,6 +150,6 @@ def test_members_gradient_stats_are_each_models_own() -> None:
                 "zero_pct": (grad == 0).float().mean() * 100,
             }
             for stat, value in expected.items():
-                key = f"grad/{name}/{stat}"
+                key = f"weight_grad/{name}/{stat}"
                 assert together[key][k].item() == pytest.approx(value.item(), rel=1e-6), key
                 assert alone[key].item() == pytest.approx(value.item(), rel=1e-6), key

@@ -129,10 +129,10 @@ def test_model_gets_its_own_parameters_and_last_gradients_back(mnist_dir: Path) 
         assert p.dtype == torch.float32 and p.grad is not None
     # ... and the gradient statistics read the last batch's fp32 gradients through them.
     metrics = history.history[-1].metrics
-    assert metrics["grad/fc1/mean_abs"] == pytest.approx(
+    assert metrics["weight_grad/fc1/mean_abs"] == pytest.approx(
         model[1].weight.grad.abs().mean().item(), rel=1e-6
     )
-    assert metrics["grad/fc1/mean_abs"] > 0
+    assert metrics["weight_grad/fc1/mean_abs"] > 0
 
 
 def test_models_with_buffers_train_without_flat_steps(mnist_dir: Path) -> None:

@@ -37,7 +37,7 @@ METRIC_KEYS = {
     "lr",
     "time/epoch_s",
     *(
-        f"grad/{layer}/{stat}"
+        f"weight_grad/{layer}/{stat}"
         for layer in ("fc1", "fc2")
         for stat in ("mean_abs", "std", "zero_pct")
     ),
@@ -149,10 +149,12 @@ def test_gradient_flow_matches_the_last_batch_gradients(mnist_dir: Path, fast_pa
     report = train(model, splits, config, 0).history[0]
     first_layer = model[1].weight.grad  # Flatten, Linear (fc1), ...
     # The logged numbers are the statistics of the gradients the last step used.
-    assert report.metrics["grad/fc1/mean_abs"] == pytest.approx(first_layer.abs().mean().item())
-    assert report.metrics["grad/fc1/std"] == pytest.approx(first_layer.std().item())
+    assert report.metrics["weight_grad/fc1/mean_abs"] == pytest.approx(
+        first_layer.abs().mean().item()
+    )
+    assert report.metrics["weight_grad/fc1/std"] == pytest.approx(first_layer.std().item())
     zero_pct = (first_layer == 0).float().mean().item() * 100
-    assert report.metrics["grad/fc1/zero_pct"] == pytest.approx(zero_pct)
+    assert report.metrics["weight_grad/fc1/zero_pct"] == pytest.approx(zero_pct)
 
 
 @pytest.mark.parametrize(

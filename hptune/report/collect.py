@@ -193,8 +193,10 @@ def _best(data: ReportData, reader: StudyReader, runs: dict[str, RunRecord]) -> 
     if trial is None or run_id is None:
         return None
     run_keys = runs[run_id].metrics if run_id in runs else {}
-    layer_curves = {
-        key: reader.history(run_id, key) for key in sorted(run_keys) if key.startswith("grad/")
+    layer_curves = {  # (grad/: the name before weight_grad/, in older stores)
+        key: reader.history(run_id, key)
+        for key in sorted(run_keys)
+        if key.startswith(("weight_grad/", "grad/"))
     }
     test_metrics: dict[str, float] = {}
     test = gallery = None

@@ -180,7 +180,7 @@ def macro_f1(data: ReportData) -> bytes:
 
 
 def _per_layer(axes: Axes, best: BestData, stat: str) -> dict[str, list[tuple[int, float]]]:
-    """Plot ``grad/<layer>/<stat>`` of every weight layer over epochs; return the curves."""
+    """Plot ``weight_grad/<layer>/<stat>`` of every weight layer over epochs; return the curves."""
     curves = {k.split("/")[1]: v for k, v in best.layer_curves.items() if k.endswith(f"/{stat}")}
     if not curves:
         raise Unavailable("the best trial logged no gradient statistics")
