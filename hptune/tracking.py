@@ -93,6 +93,15 @@ def check_file_store(tracking_uri: str | None) -> None:
     )
 
 
+def _restore_environment(saved: Mapping[str, str]) -> None:
+    """Put ``os.environ`` back as ``saved``, changing only the variables that differ."""
+    for name in os.environ.keys() - saved.keys():
+        del os.environ[name]
+    for name, value in saved.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
+
+
 class StudyTracker:
     """Runs of one study in one MLflow experiment."""
 
@@ -100,9 +109,6 @@ class StudyTracker:
         import mlflow
 
         use_wal(tracking_uri or mlflow.get_tracking_uri())  # before the store connects
-        # With a tracking server, MLflow prints two "View run ... at" lines (and reads the run
-        # back) at every run's end; the study's summary gives the server's URL once.
-        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.tracking_uri = self.client.tracking_uri
         self.writer = Writer()
@@ -179,9 +185,10 @@ class StudyTracker:
         import mlflow.pytorch
         import torch
 
-        # log_model is fluent-only: point the global URI at this store, and put it back after
-        # (set_tracking_uri also writes MLFLOW_TRACKING_URI into the environment).
-        previous = os.environ.get("MLFLOW_TRACKING_URI")
+        # log_model is fluent-only: point the global URI at this store, and put it back after.
+        # The environment too: set_tracking_uri writes MLFLOW_TRACKING_URI into it, and
+        # torch.export TORCHINDUCTOR_CACHE_DIR; the process may be a library caller's.
+        environment = dict(os.environ)
         mlflow.set_tracking_uri(self.tracking_uri)
         try:
             with mlflow.start_run(run_id=run_id):
@@ -198,10 +205,9 @@ class StudyTracker:
                 )
         finally:
             # As before: no process-wide URI (which would outlive a later change of the
-            # environment's), and the environment's as it was. None unsets both.
+            # environment's), and the environment as it was.
             mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
-            if previous is not None:
-                os.environ["MLFLOW_TRACKING_URI"] = previous
+            _restore_environment(environment)
         return str(info.model_uri)
 
     def log_test_evaluation(
@@ -347,8 +353,6 @@ class StudyReader:
         check_tracking(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.tracking_uri = self.client.tracking_uri
-        # One download per artifact: MLflow's progress bars would only clutter the terminal.
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     def parent(self, experiment: str, study_name: str | None) -> RunRecord | None:
         """The study's parent run in ``experiment`` (the only one, when no name is given)."""
