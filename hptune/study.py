@@ -21,6 +21,7 @@ from hptune.allocator import long_lived_frozen
 from hptune.attrs import FINGERPRINT_ATTR, RUN_ID_ATTR
 from hptune.config import Choice, StudyConfig
 from hptune.device import flush_denormals, resolve_device
+from hptune.environment import restored_environment
 from hptune.errors import StudyConflictError
 from hptune.metrics import classification_details
 from hptune.objective import TRIAL_FAILURES, BestModel, Objective, StudyStopped
@@ -111,6 +112,11 @@ def optimize(config: StudyConfig) -> StudyResult:
     Raises:
         HptuneError: missing data, absent CUDA, or a stored study that does not fit.
     """
+    with restored_environment():  # the caller's: what libraries write to it is undone
+        return _optimize(config)
+
+
+def _optimize(config: StudyConfig) -> StudyResult:
     _prepare_process()
     # Everything that can fail on the user's input runs before anything is written.
     device = resolve_device(config.train.device)

@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from hptune.environment import restore_environment
 from hptune.errors import HptuneError
 from hptune.plots import confusion_matrix_png
 from hptune.storage import check_database, redact, redact_text, use_wal
@@ -91,15 +92,6 @@ def check_file_store(tracking_uri: str | None) -> None:
         " mlruns --target sqlite:///mlflow.db`) and set tracking.uri (or MLFLOW_TRACKING_URI) to"
         " sqlite:///mlflow.db; or set MLFLOW_ALLOW_FILE_STORE=true to use the folder anyway"
     )
-
-
-def _restore_environment(saved: Mapping[str, str]) -> None:
-    """Put ``os.environ`` back as ``saved``, changing only the variables that differ."""
-    for name in os.environ.keys() - saved.keys():
-        del os.environ[name]
-    for name, value in saved.items():
-        if os.environ.get(name) != value:
-            os.environ[name] = value
 
 
 class StudyTracker:
@@ -207,7 +199,7 @@ class StudyTracker:
             # As before: no process-wide URI (which would outlive a later change of the
             # environment's), and the environment as it was.
             mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
-            _restore_environment(environment)
+            restore_environment(environment)
         return str(info.model_uri)
 
     def log_test_evaluation(
