@@ -13,7 +13,7 @@ import numpy as np
 import optuna
 import torch
 
-from hptune import data, interrupt, space
+from hptune import data, fastpaths, interrupt, space
 from hptune.attrs import FAIL_REASON_ATTR, FIT_ATTR, RETRY_OF_ATTR, RUN_ID_ATTR
 from hptune.config import Choice, StudyConfig, TrainConfig
 from hptune.device import precision_name
@@ -154,6 +154,7 @@ class Objective:
 
     def begin(self, trial: optuna.Trial) -> Running:
         """Choose the trial's parameters and create its MLflow run."""
+        fastpaths.start_trial()
         params = space.suggest(trial, self.config)
         trial_config = self.config.with_params(params)
         seed = trial_seed(trial_config.train, trial.number)
@@ -198,6 +199,7 @@ class Objective:
     def record_error(self, running: Running, error: BaseException) -> None:
         """End the trial's run for what stopped it (Optuna's state is set by the caller)."""
         run, trial = running.run, running.trial
+        run.set_tags(fastpaths.trial_tags())
         if isinstance(error, optuna.TrialPruned):
             run.finish("KILLED", {"hptune.state": "pruned", "hptune.pruned_at_epoch": str(error)})
         elif isinstance(error, TRIAL_FAILURES):
@@ -213,6 +215,7 @@ class Objective:
     def complete(self, running: Running, model: torch.nn.Module, result: TrainResult) -> float:
         """Log a trained trial's outcome and return its objective value."""
         trial, run = running.trial, running.run
+        run.set_tags(fastpaths.trial_tags())
         value = result.history[-1].metrics[self.config.objective.metric]
         predictions = result.val_predictions
         history = [(report.epoch, report.metrics) for report in result.history]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from hptune import interrupt
-from hptune.allocator import imports_frozen
+from hptune.allocator import imports_frozen, own_process
 from hptune.workers import INTERRUPTED, POLL_S
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     interrupt.install(signal.SIGTERM)
     orphaned = _stop_with_parent()
+    own_process()  # a worker: process-wide tuning may apply (hptune.allocator)
     parser = argparse.ArgumentParser(prog="python -m hptune.worker_process")
     parser.add_argument("handoff", type=Path)
     parser.add_argument("index", type=int)

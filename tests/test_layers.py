@@ -49,10 +49,16 @@ def is_module(name: str) -> bool:
 
 
 def import_graph() -> dict[str, set[str]]:
-    """hptune's modules and the hptune modules each imports."""
+    """hptune's modules and the hptune modules each imports. A module's own packages are left
+    out: a package's ``__init__`` is the facade that lazily imports its modules, which may take
+    a helper from it (``hptune.report.render`` from ``hptune.report``)."""
     parsed = modules()
     return {
-        name: {other for other in imported(name, tree) if other in parsed and other != name}
+        name: {
+            other
+            for other in imported(name, tree)
+            if other in parsed and other != name and not name.startswith(f"{other}.")
+        }
         for name, tree in parsed.items()
     }
 
