@@ -14,7 +14,7 @@ endif
 DEBIAN_DATA := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint setup data browser postgres
+.PHONY: run test lint floors setup data browser postgres
 run: setup data
 	$(BIN)/hptune optimize studies/fashion.yaml
 
@@ -25,6 +25,23 @@ lint: setup
 	$(BIN)/ruff check hptune tests examples
 	$(BIN)/ruff format --check hptune tests examples
 	$(BIN)/mypy
+
+# Every lower bound in pyproject.toml, tested: a second environment with each dependency at its
+# floor (.ci/floors.py) and the main environment's torch linked in, not installed again
+# (.ci/link_torch.py), runs the tests that exercise those libraries (FLOORS_TESTS).
+FLOORS_VENV ?= .venv-floors
+FLOORS_TESTS ?= tests/test_config.py tests/test_space.py tests/test_grid.py tests/test_plots.py \
+	tests/test_optuna_private.py tests/test_cli.py tests/test_tracking.py
+SITE_PACKAGES := import sysconfig; print(sysconfig.get_path("purelib"))
+
+floors: setup data
+	test -x $(FLOORS_VENV)/bin/python || $(BIN)/python -m venv $(FLOORS_VENV)
+	$(FLOORS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FLOORS_VENV)/bin/python -m pip install -q pytest $$($(BIN)/python .ci/floors.py)
+	$(FLOORS_VENV)/bin/python .ci/link_torch.py "$$($(BIN)/python -c '$(SITE_PACKAGES)')" \
+		"$$($(FLOORS_VENV)/bin/python -c '$(SITE_PACKAGES)')"
+	PYTHONPATH=$(CURDIR) MLFLOW_DISABLE_TELEMETRY=true \
+		$(FLOORS_VENV)/bin/python -m pytest -p no:cacheprovider $(FLOORS_TESTS)
 
 setup: $(STAMP)
 

@@ -7,8 +7,9 @@ diverging member leaves the batch and the others go on. Trials that cannot share
 (another architecture, optimizer, batch size, epochs or schedule) train in separate groups.
 
 Optuna records heartbeats only inside ``study.optimize``; here they are recorded when a trial
-is asked and then by a thread for every running member (``RDBStorage.record_heartbeat``), so a
-killed process's trials go stale and are retried by the next run, as with one trial at a time.
+is asked and then by a thread for every running member (``RDBStorage.record_heartbeat``, through
+a storage opened from the study's URL), so a killed process's trials go stale and are retried by
+the next run, as with one trial at a time.
 An interrupt ends every member not yet told as FAIL with its parameters queued again.
 """
 
@@ -36,7 +37,8 @@ from hptune.objective import (
     better,
     ended_with,
 )
-from hptune.storage import trials_snapshot
+from hptune.optuna_private import trials_snapshot
+from hptune.storage import open_storage, storage_url
 from hptune.training import TrainResult, train
 
 
@@ -53,7 +55,8 @@ def optimize_batched(
     and stops when none waits."""
     started = time.monotonic()
     done = 0
-    with _Heartbeats(study) as heartbeats:
+    url = storage_url(objective.config.storage)
+    with _Heartbeats(url, study.study_name) as heartbeats:
         while done < n_trials:
             if timeout is not None and time.monotonic() - started >= timeout:
                 break
@@ -112,11 +115,11 @@ class _Batch:
                 [member.config.train for member in group],
                 [member.seed for member in group],
                 lambda k, report: objective.report(group[k], report),
-                lambda: trials_snapshot(self.study),
+                trials_snapshot,
             )
         unexpected: BaseException | None = None
         best = best_value(self.study)  # once per batch; the members' values are added here
-        with trials_snapshot(self.study):  # the samplers' after-trial reads: once, not per tell
+        with trials_snapshot():  # the samplers' after-trial reads: once, not per tell
             for member, model, result in zip(group, models, results, strict=True):
                 if isinstance(result, BaseException):
                     objective.record_error(member, result)
@@ -201,22 +204,22 @@ def _groups(members: list[Running]) -> list[list[Running]]:
 
 
 class _Heartbeats:
-    """Heartbeats of the running members, recorded at once and then every interval."""
+    """Heartbeats of the running members, recorded at once and then every interval, through a
+    storage of their own opened from the study's URL (``optuna.Study`` does not expose its
+    storage) and its public API."""
 
-    def __init__(self, study: optuna.Study) -> None:
-        # The study's storage (Optuna wraps an RDBStorage in a cache; both record heartbeats).
-        storage: Any = study._storage  # no public accessor
-        interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-        self.storage = storage if interval is not None else None
-        self.interval: float = interval or 60
-        self.ids: set[int] = set()
+    def __init__(self, url: str, study_name: str) -> None:
+        storage: Any = open_storage(url)  # an RDBStorage, or hptune's cache in front of one
+        self.storage = storage
+        self.study_id: int = storage.get_study_id_from_name(study_name)
+        self.interval: float = storage.get_heartbeat_interval() or 60
+        self.ids: dict[int, int] = {}  # trial number -> the trial's id in the storage
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, name="hptune-heartbeat", daemon=True)
 
     def __enter__(self) -> _Heartbeats:
-        if self.storage is not None:
-            self.thread.start()
+        self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -225,19 +228,18 @@ class _Heartbeats:
             self.thread.join()
 
     def add(self, trial: optuna.Trial) -> None:
-        trial_id = trial._trial_id  # Optuna keeps a trial's storage id private
-        if self.storage is not None:
-            self.storage.record_heartbeat(trial_id)
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+        self.storage.record_heartbeat(trial_id)
         with self.lock:
-            self.ids.add(trial_id)
+            self.ids[trial.number] = trial_id
 
     def discard(self, trial: optuna.Trial) -> None:
         with self.lock:
-            self.ids.discard(trial._trial_id)
+            self.ids.pop(trial.number, None)
 
     def _beat(self) -> None:
         while not self.stop.wait(self.interval):
             with self.lock:
-                ids = list(self.ids)
+                ids = list(self.ids.values())
             for trial_id in ids:
-                self.storage.record_heartbeat(trial_id)  # type: ignore[union-attr]
+                self.storage.record_heartbeat(trial_id)

@@ -6,6 +6,7 @@ code 2, in one place (``_Group.invoke``); programming errors keep their tracebac
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -22,6 +23,14 @@ if TYPE_CHECKING:
     from hptune.config import StudyConfig
 
 EXIT_USER_ERROR = 2
+# MLflow output the command turns off (the environment may turn it on again); a program using
+# hptune as a library keeps MLflow's defaults. With a tracking server, MLflow prints two "View
+# run ... at" lines (and reads the run back) at every run's end, where the study's summary gives
+# the server's URL once; a report downloads one file per artifact, where progress bars clutter.
+MLFLOW_QUIET = {
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
 
 
 class _Group(click.Group):
@@ -52,6 +61,8 @@ overrides = click.option(
 def main() -> None:
     """Hyperparameter studies of PyTorch models with Optuna, tracked in MLflow."""
     own_process()  # the command's process: process-wide tuning may apply (hptune.allocator)
+    for name, value in MLFLOW_QUIET.items():  # this process is hptune's own
+        os.environ.setdefault(name, value)
 
 
 @main.command()

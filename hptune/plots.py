@@ -1,4 +1,9 @@
-"""Figures logged with runs (matplotlib, Agg backend: no display needed)."""
+"""Figures logged with runs.
+
+Drawn with matplotlib's object API (``Figure`` on a ``FigureCanvasAgg``): no display needed,
+and no global backend chosen, so a program that imports hptune keeps its own (a notebook's
+inline plots, a GUI's windows). Nothing here goes through ``pyplot``'s figure manager.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,7 @@ import io
 import threading
 from functools import lru_cache
 
-import matplotlib
 import numpy as np
-
-matplotlib.use("Agg")  # sklearn's display imports pyplot; never pick a GUI backend
-
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import imsave
@@ -31,6 +32,7 @@ def _confusion_display(
     matrix: list[list[int]], classes: list[str], title: str
 ) -> ConfusionMatrixDisplay:
     figure = Figure(figsize=(7.5, 6.5))
+    FigureCanvasAgg(figure)
     figure.subplots_adjust(left=0.17, right=0.97, bottom=0.19, top=0.94)
     axes = figure.add_subplot()
     display = ConfusionMatrixDisplay(np.array(matrix), display_labels=classes)
@@ -109,6 +111,7 @@ def gallery_figure(
     columns = min(count, 4)
     rows = -(-count // columns)
     figure = Figure(figsize=(2.2 * columns, 2.5 * rows), layout="constrained")
+    FigureCanvasAgg(figure)
     for index in range(count):
         axes = figure.add_subplot(rows, columns, index + 1)
         axes.imshow(*_displayable(images[index]))

@@ -24,24 +24,23 @@ import functools
 import hashlib
 import os
 import sqlite3
-import threading
 import time
 import warnings
-from collections.abc import Callable, Container, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import optuna
 from filelock import FileLock
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._cached_storage import _CachedStorage  # what Optuna wraps RDB storages in
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
-from hptune.attrs import FAIL_REASON_ATTR, STALE
+from hptune.attrs import FAIL_REASON_ATTR
 from hptune.errors import HptuneError
+from hptune.optuna_private import trial_cache
 from hptune.redact import redact
 
 T = TypeVar("T")
@@ -151,87 +150,6 @@ class _SQLiteStorage(RDBStorage):
             return self._set_state(trial_id, state, values)
 
 
-class TrialCache(_CachedStorage):
-    """The trial cache Optuna puts in front of any RDB storage, with ``snapshot``.
-
-    Optuna's cache keeps finished trials, but every bulk read (``study.get_trials``; each ask,
-    each sampler and pruner call) reads every unfinished trial from the database again, with
-    its params, attributes and reported values. With ``batch_trials: K``, K members are
-    unfinished together and each of the K pruning decisions after an epoch reads all of them:
-    K^2 trial reads per epoch (64 members: 4,096). Inside ``snapshot()``, the first bulk read of
-    a study refreshes the cache and later ones reuse it, so the decisions of one epoch read the
-    members once. They then see the study as it was at that first read (plus each member's own
-    latest values, which ``Trial.should_prune`` reads directly); trials that other processes
-    finish meanwhile count from the next epoch on, as with any concurrent trial.
-
-    An ask first looks for queued trials (``states=(WAITING,)``): that reads the queued trials
-    only, not every unfinished one, which made K asks in a row read the running members K times
-    over. What it reads joins the cache as unfinished, so the next bulk read refreshes it.
-    """
-
-    def __init__(self, backend: RDBStorage) -> None:
-        super().__init__(backend)
-        self._snapshot = threading.local()  # .studies: the ids read in this thread's snapshot
-
-    @contextlib.contextmanager
-    def snapshot(self) -> Iterator[None]:
-        """Read each study's trials at most once in this block (in this thread)."""
-        self._snapshot.studies = set()
-        try:
-            yield
-        finally:
-            self._snapshot.studies = None
-
-    def get_all_trials(
-        self,
-        study_id: int,
-        deepcopy: bool = True,
-        states: Container[TrialState] | None = None,
-    ) -> list[FrozenTrial]:
-        if states != (TrialState.WAITING,) or study_id not in self._studies:
-            return super().get_all_trials(study_id, deepcopy, states)
-        # What Study.ask looks for first: the queued trials, read fresh, and no other.
-        queued = self._backend.get_all_trials(study_id, deepcopy=False, states=states)
-        with self._lock:
-            self._add_trials_to_cache(study_id, queued)  # the ask then sets params through it
-            self._studies[study_id].unfinished_trial_ids.update(t._trial_id for t in queued)
-        return copy.deepcopy(queued) if deepcopy else queued
-
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        """The trials whose process stopped sending heartbeats, each given its reason
-        (``attrs.STALE``) before ``optuna.storages.fail_stale_trials`` fails it: Optuna stores
-        no attribute on a finished trial, and its stale-trial callback sees it finished.
-
-        Note:
-            Optuna's ``fail_stale_trials`` (called by hptune and by ``Study.optimize``) asks
-            its storage this private method; were it renamed, stale trials would fail without
-            the reason (their MLflow runs still say why), which
-            ``tests/test_study.py::test_killed_process_trial_is_failed_and_rerun`` would show.
-        """
-        stale = super()._get_stale_trial_ids(study_id)
-        for trial_id in stale:
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                self._backend.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, STALE)
-        return stale
-
-    def _read_trials_from_remote_storage(self, study_id: int) -> None:
-        studies: set[int] | None = getattr(self._snapshot, "studies", None)
-        if studies is not None and study_id in studies:
-            return
-        super()._read_trials_from_remote_storage(study_id)
-        if studies is not None:
-            studies.add(study_id)
-
-    def __getstate__(self) -> dict[Any, Any]:
-        state = super().__getstate__()
-        del state["_snapshot"]
-        return state
-
-    def __setstate__(self, state: dict[Any, Any]) -> None:
-        super().__setstate__(state)
-        self._snapshot = threading.local()
-
-
 class _RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
     """Optuna's retry of a stale trial (a WAITING copy of it), without the stale trial's
     ``fail_reason``: the copy is a new attempt, not a failure."""
@@ -242,20 +160,9 @@ class _RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
         super().__call__(study, trial)
 
 
-@contextlib.contextmanager
-def trials_snapshot(study: optuna.Study) -> Iterator[None]:
-    """``TrialCache.snapshot`` of the study's storage (nothing for other storages)."""
-    storage = study._storage  # no public accessor
-    if isinstance(storage, TrialCache):
-        with storage.snapshot():
-            yield
-    else:
-        yield
-
-
 def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
     """Open (creating if needed) an RDB storage with heartbeats and stale-trial retry, behind
-    Optuna's trial cache (``TrialCache``).
+    hptune's trial cache (``optuna_private.TrialCache``, where the installed Optuna fits it).
 
     Args:
         url: the storage's SQLAlchemy URL (in-memory SQLite is refused: the study would
@@ -376,11 +283,11 @@ def _open_storage(url: str, create: bool) -> optuna.storages.BaseStorage:
         }
         if path is None:
             with setup:
-                return TrialCache(RDBStorage(url, **options))  # servers lock the trial's row
+                return trial_cache(RDBStorage(url, **options))  # servers lock the trial's row
         path.parent.mkdir(parents=True, exist_ok=True)
         use_wal(url)
         with setup:
-            return TrialCache(_SQLiteStorage(url, path, **options))
+            return trial_cache(_SQLiteStorage(url, path, **options))
 
 
 def enqueue_lock(url: str, study_name: str) -> contextlib.AbstractContextManager[None]:

@@ -22,6 +22,7 @@ from hptune.allocator import long_lived_frozen
 from hptune.attrs import FINGERPRINT_ATTR, RUN_ID_ATTR, SETTINGS_ATTR
 from hptune.config import Choice, StudyConfig
 from hptune.device import flush_denormals, resolve_device
+from hptune.environment import restored_environment
 from hptune.errors import ConfigError, StudyConflictError
 from hptune.imports import spec_text
 from hptune.metrics import classification_details
@@ -157,6 +158,11 @@ def optimize(config: StudyConfig) -> StudyResult:
     Raises:
         HptuneError: missing data, absent CUDA, or a stored study that does not fit.
     """
+    with restored_environment():  # the caller's: what libraries write to it is undone
+        return _optimize(config)
+
+
+def _optimize(config: StudyConfig) -> StudyResult:
     _prepare_process()
     # Everything that can fail on the user's input runs before anything is written.
     tuned = fastpaths.enabled(config.train.fast_paths)  # (HPTUNE_FAST_PATHS checked here)

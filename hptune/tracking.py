@@ -32,6 +32,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from hptune import notes
+from hptune.environment import restore_environment
 from hptune.errors import HptuneError
 from hptune.plots import confusion_matrix_png
 from hptune.redact import redact, redact_study_file
@@ -130,9 +131,6 @@ class StudyTracker:
         import mlflow
 
         use_wal(tracking_uri or mlflow.get_tracking_uri())  # before the store connects
-        # With a tracking server, MLflow prints two "View run ... at" lines (and reads the run
-        # back) at every run's end; the study's summary gives the server's URL once.
-        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.client = open_client(tracking_uri)
         self.tracking_uri = self.client.tracking_uri
         self.writer = Writer()
@@ -251,9 +249,10 @@ class StudyTracker:
         import mlflow.pytorch
         import torch
 
-        # log_model is fluent-only: point the global URI at this store, and put it back after
-        # (set_tracking_uri also writes MLFLOW_TRACKING_URI into the environment).
-        previous = os.environ.get("MLFLOW_TRACKING_URI")
+        # log_model is fluent-only: point the global URI at this store, and put it back after.
+        # The environment too: set_tracking_uri writes MLFLOW_TRACKING_URI into it, and
+        # torch.export TORCHINDUCTOR_CACHE_DIR; the process may be a library caller's.
+        environment = dict(os.environ)
         mlflow.set_tracking_uri(self.tracking_uri)
         try:
             with mlflow.start_run(run_id=run_id), _without_registry_chatter():
@@ -270,10 +269,9 @@ class StudyTracker:
                 )
         finally:
             # As before: no process-wide URI (which would outlive a later change of the
-            # environment's), and the environment's as it was. None unsets both.
+            # environment's), and the environment as it was.
             mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
-            if previous is not None:
-                os.environ["MLFLOW_TRACKING_URI"] = previous
+            restore_environment(environment)
         version = info.registered_model_version
         for key, value in (version_tags or {}).items():
             if version is not None:
@@ -477,8 +475,6 @@ class StudyReader:
             raise HptuneError(f"MLflow tracking store: there is no file {found}")
         self.client = open_client(tracking_uri)
         self.tracking_uri = self.client.tracking_uri
-        # One download per artifact: MLflow's progress bars would only clutter the terminal.
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     def parent(self, experiment: str, study_name: str | None) -> RunRecord | None:
         """The study's parent run in ``experiment`` (the only one, when no name is given)."""

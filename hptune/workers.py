@@ -8,23 +8,22 @@ opens the study, its parent run and a table's queue (so workers never race to en
 then starts the workers and shows the study's progress from its storage; when they are done it
 records the best trial and evaluates its model on the test set, as a single process does.
 
-Each worker runs its share of ``n_trials`` (of a table: of its queued rows) through
-``hptune.study.work``, with its own sampler seed. Ctrl-C or SIGTERM reach the main process,
-which sends SIGTERM to each worker once: a worker stops like an interrupted single process (its
-running trial queued again, its run KILLED) and hands over its best complete trial, whose model
-the main process logs as at a normal end; the study can be continued.
+Each worker (``hptune.worker_process``) runs its share of ``n_trials`` (of a table: of its
+queued rows) through ``hptune.study.work``, with its own sampler seed. Ctrl-C or SIGTERM reach
+the main process, which sends SIGTERM to each worker once: a worker stops like an interrupted
+single process (its running trial queued again, its run KILLED) and hands over its best
+complete trial, whose model the main process logs as at a normal end; the study can be
+continued.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,8 +32,6 @@ from typing import TYPE_CHECKING
 import optuna
 import torch
 
-from hptune import interrupt
-from hptune.allocator import imports_frozen, own_process
 from hptune.config import StudyConfig
 from hptune.errors import HptuneError
 from hptune.progress import Progress
@@ -113,12 +110,13 @@ def run_workers(
 def _start(
     handoff: Path, index: int, share: int | None, table: bool, threads: int
 ) -> subprocess.Popen[bytes]:
-    """A worker: a fresh interpreter running this module (whatever the caller's ``__main__``
-    is: a script, a notebook, stdin), able to import the same ``hptune``."""
+    """A worker: a fresh interpreter running ``hptune.worker_process`` (whatever the caller's
+    ``__main__`` is: a script, a notebook, stdin), able to import the same ``hptune``."""
     package_root = str(Path(__file__).resolve().parents[1])
     path = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
-    command = [sys.executable, "-m", "hptune.workers", str(handoff), str(index), str(threads)]
+    command = [sys.executable, "-m", "hptune.worker_process"]
+    command += [str(handoff), str(index), str(threads)]
     command += ["--n-trials", str(share)] if share is not None else []
     command += ["--table"] if table else []
     return subprocess.Popen(command, env=env)
@@ -162,75 +160,3 @@ def _best_model(study: optuna.Study, handoff: Path) -> BestModel | None:
     path = handoff / f"{number}.pt"
     # Written by this run's own workers (a pickled BestModel), so not an untrusted file.
     return torch.load(path, weights_only=False) if path.exists() else None
-
-
-def _stop_with_parent() -> threading.Event:
-    """Stop (as on SIGTERM) if the main process dies without stopping us (``kill -9``); the
-    returned event is set when that happened."""
-    parent = os.getppid()
-    orphaned = threading.Event()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(POLL_S)
-        orphaned.set()
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="hptune-parent-watch", daemon=True).start()
-    return orphaned
-
-
-def main(argv: list[str] | None = None) -> None:
-    """A worker process (started by ``run_workers``): its trials, then its best complete trial
-    with its model saved for the main process. Exits with ``INTERRUPTED`` on SIGTERM."""
-    # The main process decides when to stop: Ctrl-C reaches it, and it sends SIGTERM here.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    interrupt.install(signal.SIGTERM)
-    orphaned = _stop_with_parent()
-    own_process()  # a worker: process-wide tuning may apply (hptune.allocator)
-    parser = argparse.ArgumentParser(prog="python -m hptune.workers")
-    parser.add_argument("handoff", type=Path)
-    parser.add_argument("index", type=int)
-    parser.add_argument("threads", type=int)
-    parser.add_argument("--n-trials", type=int, default=None)
-    parser.add_argument("--table", action="store_true")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    # Written by the main process into its own temporary folder: not an untrusted file.
-    config = pickle.loads((args.handoff / "config.pickle").read_bytes())
-    with imports_frozen():
-        from hptune.study import end_study_run, work
-
-    best: BestModel | None = None
-    try:
-        best = work(config, args.n_trials, args.table, args.index)
-        with interrupt.held():
-            _save_best(best, args.handoff)
-            _nothing_left_to_stop()
-    except KeyboardInterrupt as stop:  # the main process sends one SIGTERM, at any point
-        _nothing_left_to_stop()
-        if orphaned.is_set():  # the main process was killed, so it cannot end the study's run
-            end_study_run(config, "KILLED")
-        else:  # the main process logs the study's best model, also after a stop
-            _save_best(getattr(stop, "best", best), args.handoff)
-        sys.exit(INTERRUPTED)
-
-
-def _nothing_left_to_stop() -> None:
-    """Ignore SIGTERM from here on: the worker only exits. A stop raised during the
-    interpreter's shutdown would land in atexit handlers and thread joins, whose locks it could
-    leave half taken (see ``Objective.report``)."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _save_best(best: BestModel | None, handoff: Path) -> None:
-    """This worker's best complete trial, with its model, for the main process (written whole
-    or not at all)."""
-    if best is not None:
-        partial = handoff / f"{best.number}.pt.partial"
-        torch.save(best, partial)
-        partial.replace(handoff / f"{best.number}.pt")
-
-
-if __name__ == "__main__":
-    main()

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from hptune import storage, study
+from hptune import optuna_private, storage, study
 from hptune.attrs import RETRY_OF_ATTR, RUN_ID_ATTR
 from tests.test_study import (
     PRUNED_AT_EPOCH_1,
@@ -143,27 +143,33 @@ def test_a_killed_batch_is_failed_and_rerun(
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # asked outside Study.optimize
-@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # heartbeats
-def test_heartbeats_are_recorded_at_once_and_then_every_interval(tmp_path: Path) -> None:
+def test_heartbeats_are_recorded_at_once_and_then_every_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sqlite3
 
     from hptune.batchrun import _Heartbeats
 
+    monkeypatch.setattr(storage, "HEARTBEAT_INTERVAL_S", 1)
     url = f"sqlite:///{tmp_path / 'beats.db'}"
-    rdb = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=2)
-    stored = optuna.create_study(storage=rdb)
+    stored = optuna.create_study(study_name="beats", storage=storage.open_storage(url))
+    stored.ask()
     trial = stored.ask()
 
-    def beats() -> list[str]:
+    def beats() -> list[tuple[int, str]]:
         with sqlite3.connect(tmp_path / "beats.db") as connection:
-            return [row[0] for row in connection.execute("SELECT heartbeat FROM trial_heartbeats")]
+            query = "SELECT trial_id, heartbeat FROM trial_heartbeats"
+            return list(connection.execute(query))
 
-    with _Heartbeats(stored) as heartbeats:
+    # Through a storage of their own, opened from the study's URL: the trial's own id there.
+    with _Heartbeats(url, "beats") as heartbeats:
         heartbeats.add(trial)
         first = beats()
-        assert len(first) == 1  # recorded when the trial was asked, not an interval later
+        expected_id = stored.get_trials(deepcopy=False)[1]._trial_id
+        # Recorded when the trial was asked, not an interval later, for that trial only.
+        assert [trial_id for trial_id, _ in first] == [expected_id]
         time.sleep(2.5)
-        assert beats()[0] > first[0]  # and kept fresh while it runs
+        assert beats()[0][1] > first[0][1]  # and kept fresh while it runs
 
 
 def test_table_rows_that_share_a_model_are_enqueued_side_by_side(tmp_path: Path) -> None:
@@ -223,7 +229,7 @@ def test_one_storage_read_per_epoch_gives_the_same_pruning_decisions(
         return trials, reads
 
     snapshot, snapshot_reads = outcomes("snapshot")
-    monkeypatch.setattr(batchrun, "trials_snapshot", lambda _study: contextlib.nullcontext())
+    monkeypatch.setattr(batchrun, "trials_snapshot", contextlib.nullcontext)
     every_time, every_time_reads = outcomes("every_time")
     assert snapshot == every_time
     states = [state for _, state, _, _ in snapshot[4:]]
@@ -260,7 +266,7 @@ def test_a_snapshot_reads_the_trials_once_and_later_reads_see_other_writers(
     mine, other = two_handles(tmp_path)
     mine.ask()
     reads = record_reads(mine, monkeypatch)
-    with storage.trials_snapshot(mine):
+    with optuna_private.trials_snapshot():
         assert [t.state for t in mine.get_trials()] == [TrialState.RUNNING]
         other.tell(0, 0.5)
         # Read once: the snapshot still shows the trial as it was at its first read.
