@@ -179,5 +179,13 @@ def _study_of_experiment(tracking_uri: str | None, experiment: str) -> str:
     return parent.tags["hptune.study"]
 
 
+@main.command()
+def schema() -> None:
+    """Print the study file's JSON Schema (the repository keeps it as schema/study.schema.json)."""
+    from hptune.schema import schema_text
+
+    click.echo(schema_text(), nl=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

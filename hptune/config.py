@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,13 +23,21 @@ from pydantic import (
 from hptune import registry
 
 
-def _one_of(valid: Sequence[str], kind: str) -> Callable[[str], str]:
-    def check(name: str) -> str:
-        if name not in valid:
-            raise ValueError(registry.unknown_name_message(kind, name, valid))
+@dataclass(frozen=True)
+class OneOf:
+    """A registry-name check; ``hptune.schema`` lists ``valid`` as the field's allowed names."""
+
+    valid: Sequence[str]
+    kind: str
+
+    def __call__(self, name: str) -> str:
+        if name not in self.valid:
+            raise ValueError(registry.unknown_name_message(self.kind, name, self.valid))
         return name
 
-    return check
+
+def _one_of(valid: Sequence[str], kind: str) -> Callable[[str], str]:
+    return OneOf(tuple(valid), kind)
 
 
 Activation = Annotated[str, AfterValidator(_one_of(registry.ACTIVATIONS, "activation"))]
@@ -119,7 +128,9 @@ class ModelConfig(_Section):
     dense_layers: int = Field(1, ge=1)
     neurons: int = Field(100, ge=1)
 
-    @field_validator("hidden_sizes", mode="before")
+    @field_validator(
+        "hidden_sizes", mode="before", json_schema_input_type=list[int] | str | int | None
+    )
     @classmethod
     def _sizes_from_text(cls, value: Any) -> Any:
         """``"512-256-128"`` or ``32`` -> a list, so a search-space choice can name a shape."""

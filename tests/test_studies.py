@@ -50,8 +50,9 @@ def test_validate_prints_the_number_of_configurations(name: str) -> None:
     assert code == 0, err
     # A table study says how many runs it is, on a line of its own.
     assert re.search(rf"^configurations: {CONFIGURATIONS[name]}$", out, re.MULTILINE)
-    # Each file opens with a comment naming the experiment it reproduces.
-    assert path.read_text().startswith("# Experiment ")
+    # Each file opens (after the schema line, tests/test_schema.py) with a comment naming the
+    # experiment it reproduces.
+    assert path.read_text().splitlines()[1].startswith("# Experiment ")
 
 
 def test_the_flagship_searches_both_families_with_conditional_mlp_parameters() -> None:
