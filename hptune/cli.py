@@ -187,5 +187,59 @@ def schema() -> None:
     click.echo(schema_text(), nl=False)
 
 
+def _study_and_storage(
+    study_file: Path | None, study_name: str | None, storage: str | None
+) -> tuple[str, str]:
+    """The study's name and storage URL, from a study file or ``--study NAME``."""
+    from hptune.storage import storage_url
+
+    if study_file is not None:
+        from hptune.studyfile import load_study_file
+
+        config = load_study_file(study_file, study_name=study_name)
+        return config.name, storage_url(storage or config.storage)
+    if study_name is None:
+        raise HptuneError("name the study: a STUDY_FILE or --study NAME")
+    return study_name, storage_url(storage)
+
+
+@main.command()
+@click.argument("study_file", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "--study", "study_name", metavar="NAME", help="The study's name (default: the file's)."
+)
+@click.option("--storage", metavar="URL", help="Optuna storage URL (default: the file's).")
+@click.option("--watch", is_flag=True, help="Refresh until Ctrl-C.")
+@click.option(
+    "--interval", type=click.FloatRange(min=0.1), default=5.0, help="Seconds between refreshes."
+)
+def status(
+    study_file: Path | None,
+    study_name: str | None,
+    storage: str | None,
+    watch: bool,
+    interval: float,
+) -> None:
+    """What a study is doing: trials by state, running trials, best so far, time to finish."""
+    import time
+
+    with imports_frozen():
+        from hptune.status import format_status, load_existing_study, read_status
+
+    name, url = _study_and_storage(study_file, study_name, storage)
+    study = load_existing_study(name, url)
+    if not watch:
+        click.echo(format_status(read_status(study)))
+        return
+    try:
+        while True:
+            text = format_status(read_status(study))
+            click.clear()
+            click.echo(f"{time.strftime('%H:%M:%S')} (every {interval:g} s; Ctrl-C stops)\n{text}")
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return  # how a watch ends: nothing was interrupted
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -7,14 +7,17 @@ trials trained together (``hptune.batchrun``).
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import optuna
 import torch
 
 from hptune import data, interrupt, space
-from hptune.attrs import FAIL_REASON_ATTR, FIT_ATTR, RETRY_OF_ATTR, RUN_ID_ATTR
+from hptune.attrs import FAIL_REASON_ATTR, FIT_ATTR, RETRY_OF_ATTR, RUN_ID_ATTR, WORKER_ATTR
 from hptune.config import Choice, StudyConfig, TrainConfig
 from hptune.device import precision_name
 from hptune.metrics import classification_details, curve_summary, fit_diagnosis
@@ -167,10 +170,19 @@ class Objective:
         running = Running(trial, params, trial_config, seed, run)
         try:
             trial.set_user_attr(RUN_ID_ATTR, run.run_id)
+            trial.set_user_attr(WORKER_ATTR, self.process_info(trial_config))
         except BaseException as error:  # e.g. Ctrl-C: the run just created ends with it
             self.record_error(running, error)
             raise
         return running
+
+    def process_info(self, trial_config: StudyConfig) -> dict[str, Any]:
+        """Where the trial runs, for ``hptune status``: host, process, planned epochs."""
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "epochs": trial_config.train.epochs,
+        }
 
     def build(self, running: Running) -> torch.nn.Module:
         """The trial's model, initialized from its seed, on the training device."""

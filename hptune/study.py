@@ -18,7 +18,7 @@ import optuna
 
 from hptune import data, grid, interrupt, space
 from hptune.allocator import long_lived_frozen
-from hptune.attrs import FINGERPRINT_ATTR, RUN_ID_ATTR
+from hptune.attrs import FINGERPRINT_ATTR, PLANNED_ATTR, RUN_ID_ATTR
 from hptune.config import Choice, StudyConfig
 from hptune.device import flush_denormals, resolve_device
 from hptune.errors import StudyConflictError
@@ -128,6 +128,7 @@ def optimize(config: StudyConfig) -> StudyResult:
     _close_dead_trials(study, tracker)
     rows = grid.table(config) if grid.is_exhaustive(config) else None
     n_trials = config.n_trials if rows is None else _enqueue_rows(study, config, rows)
+    _plan(study, n_trials)
     table = rows is not None
     status = "FAILED"
     try:
@@ -180,6 +181,15 @@ def _parent_tags(config: StudyConfig) -> dict[str, str]:
         "hptune.version": _version(),
         **({"mlflow.source.git.commit": commit} if commit else {}),
     }
+
+
+def _plan(study: optuna.Study, n_trials: int | None) -> None:
+    """Record how many trials the study holds when this run ends (None: until a timeout), for
+    ``hptune status``'s estimate of the time left."""
+    started = sum(
+        t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False)
+    )
+    study.set_user_attr(PLANNED_ATTR, None if n_trials is None else started + n_trials)
 
 
 def _enqueue_rows(study: optuna.Study, config: StudyConfig, rows: list[dict[str, Choice]]) -> int:
