@@ -74,6 +74,11 @@ def validate(study_file: Path, overrides: tuple[str, ...]) -> None:
     type=click.IntRange(min=1),
     help="Processes training trials side by side (CPU threads are split among them).",
 )
+@click.option(
+    "--gpus",
+    metavar="0,1,...",
+    help="GPUs the workers are spread over, one each in turn (default: all visible).",
+)
 def optimize(
     study_file: Path,
     overrides: tuple[str, ...],
@@ -83,6 +88,7 @@ def optimize(
     storage: str | None,
     study_name: str | None,
     workers: int | None,
+    gpus: str | None,
 ) -> None:
     """Run (or continue) the study described by STUDY_FILE."""
     with imports_frozen():  # torch, optuna, mlflow: ~1 s less without collections
@@ -100,6 +106,7 @@ def optimize(
         "train.device": device,
         "storage": storage,
         "workers": workers,
+        "gpus": f"[{gpus}]" if gpus else None,
     }
     extra = [f"{key}={value}" for key, value in flags.items() if value is not None]
     config = load_study_file(study_file, [*overrides, *extra], study_name=study_name)

@@ -290,6 +290,8 @@ class StudyConfig(_Section):
     batch_trials: int = Field(1, ge=1)
     # Worker processes sharing the study (hptune/workers.py); CPU threads are split among them.
     workers: int = Field(1, ge=1)
+    # GPUs the workers are spread over, round-robin (None: every visible one).
+    gpus: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)
     storage: str | None = None
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()

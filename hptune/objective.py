@@ -19,7 +19,7 @@ import torch
 from hptune import data, interrupt, space
 from hptune.attrs import FAIL_REASON_ATTR, FIT_ATTR, RETRY_OF_ATTR, RUN_ID_ATTR, WORKER_ATTR
 from hptune.config import Choice, StudyConfig, TrainConfig
-from hptune.device import precision_name
+from hptune.device import GPU_ENV, precision_name
 from hptune.metrics import classification_details, curve_summary, fit_diagnosis
 from hptune.models import build_model
 from hptune.progress import Progress
@@ -165,7 +165,7 @@ class Objective:
             self.config.name,
             trial.number,
             {"trial_number": trial.number, **logged_params(trial_config, seed, self.device)},
-            {"hptune.worker": str(self.worker)} if self.worker else {},
+            self.run_tags(),
         )
         running = Running(trial, params, trial_config, seed, run)
         try:
@@ -176,11 +176,20 @@ class Objective:
             raise
         return running
 
+    def run_tags(self) -> dict[str, str]:
+        """The worker process and the GPU it is pinned to (``hptune.workers``), when set."""
+        gpu = os.environ.get(GPU_ENV)
+        return {
+            **({"hptune.worker": str(self.worker)} if self.worker else {}),
+            **({"hptune.gpu": gpu} if gpu is not None else {}),
+        }
+
     def process_info(self, trial_config: StudyConfig) -> dict[str, Any]:
-        """Where the trial runs, for ``hptune status``: host, process, planned epochs."""
+        """Where the trial runs, for ``hptune status``: host, process, GPU, planned epochs."""
         return {
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            "gpu": os.environ.get(GPU_ENV),
             "epochs": trial_config.train.epochs,
         }
 

@@ -32,6 +32,7 @@ DESCRIPTIONS: dict[str, str] = {
     "timeout": "Seconds after which no new trial starts (the running ones finish).",
     "batch_trials": "Trials asked at a time; those sharing an architecture train stacked.",
     "workers": "Worker processes training trials side by side (--workers).",
+    "gpus": "GPU indices the workers are spread over, round-robin (null: all visible).",
     "storage": "Optuna storage URL; default: sqlite:///mlruns/optuna.db.",
     "sampler": "Optuna's sampler, by name, with its constructor's options.",
     "sampler.name": "The sampler; grid runs the search space's grid as a table.",

@@ -20,7 +20,7 @@ from hptune import data, grid, interrupt, space
 from hptune.allocator import long_lived_frozen
 from hptune.attrs import FINGERPRINT_ATTR, PLANNED_ATTR, RUN_ID_ATTR
 from hptune.config import Choice, StudyConfig
-from hptune.device import flush_denormals, resolve_device
+from hptune.device import flush_denormals, resolve_device, visible_gpus, worker_gpus
 from hptune.errors import StudyConflictError
 from hptune.metrics import classification_details
 from hptune.objective import TRIAL_FAILURES, BestModel, Objective, StudyStopped
@@ -114,6 +114,7 @@ def optimize(config: StudyConfig) -> StudyResult:
     _prepare_process()
     # Everything that can fail on the user's input runs before anything is written.
     device = resolve_device(config.train.device)
+    worker_gpus(config.gpus, config.workers, device, visible_gpus())
     splits = data.load(config.data, device)
     build_sampler(config), build_pruner(config)
     tracking_uri = resolve_tracking_uri(config.tracking.uri)
@@ -133,7 +134,7 @@ def optimize(config: StudyConfig) -> StudyResult:
     status = "FAILED"
     try:
         with long_lived_frozen():  # no garbage collection looks at the setup again
-            if config.workers > 1:
+            if config.workers > 1 or config.gpus is not None:  # (one worker on a chosen GPU)
                 from hptune.workers import run_workers
 
                 best = run_workers(config, study, n_trials, table)

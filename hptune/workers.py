@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +36,7 @@ import torch
 from hptune import interrupt
 from hptune.allocator import imports_frozen
 from hptune.config import StudyConfig
+from hptune.device import GPU_ENV, resolve_device, visible_gpus, worker_gpus
 from hptune.errors import HptuneError
 from hptune.progress import Progress
 
@@ -79,6 +80,8 @@ def run_workers(
     from hptune.objective import StudyStopped
 
     threads = threads_per_worker(config.workers)
+    device = resolve_device(config.train.device)
+    gpus = worker_gpus(config.gpus, config.workers, device, visible_gpus())
     first = len(study.get_trials(deepcopy=False))
     progress = Progress(n_trials, config.train.epochs)
     with tempfile.TemporaryDirectory(prefix="hptune-workers-") as folder:
@@ -87,7 +90,8 @@ def run_workers(
         processes: list[subprocess.Popen[bytes]] = []
         try:
             for index, share in enumerate(shares(n_trials, config.workers), start=1):
-                processes.append(_start(handoff, index, share, table, threads))
+                gpu = gpus[index - 1] if gpus else None
+                processes.append(_start(handoff, index, share, table, threads, gpu))
             _watch(study, processes, first, progress)
         except KeyboardInterrupt:
             _stop(processes)  # each saves its best trial's model before it exits
@@ -111,17 +115,27 @@ def run_workers(
 
 
 def _start(
-    handoff: Path, index: int, share: int | None, table: bool, threads: int
+    handoff: Path, index: int, share: int | None, table: bool, threads: int, gpu: str | None
 ) -> subprocess.Popen[bytes]:
     """A worker: a fresh interpreter running this module (whatever the caller's ``__main__``
     is: a script, a notebook, stdin), able to import the same ``hptune``."""
-    package_root = str(Path(__file__).resolve().parents[1])
-    path = os.environ.get("PYTHONPATH")
-    env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+    env = worker_environment(os.environ, gpu)
     command = [sys.executable, "-m", "hptune.workers", str(handoff), str(index), str(threads)]
     command += ["--n-trials", str(share)] if share is not None else []
     command += ["--table"] if table else []
     return subprocess.Popen(command, env=env)
+
+
+def worker_environment(environ: Mapping[str, str], gpu: str | None) -> dict[str, str]:
+    """A worker's environment: this one, able to import this ``hptune``, and with a GPU pinned
+    by ``CUDA_VISIBLE_DEVICES`` (set before the worker's interpreter starts, so before torch
+    is imported there: the worker sees its GPU as ``cuda:0``) and named in ``HPTUNE_GPU``."""
+    package_root = str(Path(__file__).resolve().parents[1])
+    path = environ.get("PYTHONPATH")
+    env = {**environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+    if gpu is not None:
+        env.update({"CUDA_VISIBLE_DEVICES": gpu, GPU_ENV: gpu})
+    return env
 
 
 def _watch(
