@@ -248,5 +248,21 @@ def status(
         return  # how a watch ends: nothing was interrupted
 
 
+@main.command()
+@study_file
+@click.option("--trial", "number", type=click.IntRange(min=0), required=True, help="Its number.")
+@click.option("--storage", metavar="URL", help="Optuna storage URL (default: the file's).")
+@click.option("--study-name", metavar="NAME", help="A study run from this file under this name.")
+def replay(study_file: Path, number: int, storage: str | None, study_name: str | None) -> None:
+    """Train trial N again from its stored parameters and seed; compare its epochs."""
+    with imports_frozen():
+        from hptune.replay import format_replay, replay_trial
+        from hptune.studyfile import load_study_file
+
+    extra = [f"storage={storage}"] if storage else []
+    config = load_study_file(study_file, extra, study_name=study_name)
+    click.echo(format_replay(replay_trial(config, number)))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

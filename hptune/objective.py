@@ -191,6 +191,7 @@ class Objective:
             "pid": os.getpid(),
             "gpu": os.environ.get(GPU_ENV),
             "epochs": trial_config.train.epochs,
+            "threads": torch.get_num_threads(),  # (a replay computes with as many)
         }
 
     def build(self, running: Running) -> torch.nn.Module:

@@ -222,11 +222,13 @@ class StudyTracker:
         number: int,
         params: Mapping[str, Any],
         tags: Mapping[str, str] | None = None,
+        run_name: str | None = None,
     ) -> TrialRun:
-        """A child run for trial ``number`` holding every hyperparameter as a param."""
+        """A child run for trial ``number`` (named ``trial-N`` unless ``run_name`` is given)
+        holding every hyperparameter as a param."""
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"trial-{number}",
+            run_name=run_name or f"trial-{number}",
             tags={
                 "mlflow.parentRunId": parent_run_id,
                 "hptune.role": "trial",
@@ -366,6 +368,10 @@ class StudyReader:
         experiment_id = self.client.get_run(parent.run_id).info.experiment_id
         query = f"tags.`mlflow.parentRunId` = '{parent.run_id}'"
         return [_record(run) for run in self.client.search_runs([experiment_id], query)]
+
+    def run(self, run_id: str) -> RunRecord:
+        """One run, by its id."""
+        return _record(self.client.get_run(run_id))
 
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """A metric's (step, value) pairs, in step order."""
