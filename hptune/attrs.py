@@ -9,3 +9,6 @@ FAIL_REASON_ATTR = "fail_reason"  # trial: why it failed as a recorded result
 FIT_ATTR = "hptune.fit"  # trial: the fit diagnosis (also an MLflow tag)
 WORKER_ATTR = "hptune.worker"  # trial: {host, pid, epochs, gpu} of the process that runs it
 PLANNED_ATTR = "hptune.planned_trials"  # study: trials it should hold when the last run ends
+EPOCH_ATTR = (
+    "hptune.epoch"  # trial: its last epoch, where Optuna takes no reports (several objectives)
+)

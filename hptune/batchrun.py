@@ -115,7 +115,7 @@ class _Batch:
         if unexpected is not None:
             raise unexpected  # as study.optimize does with an error that is not a result
 
-    def _tell(self, member: Running, outcome: float | TrialState) -> None:
+    def _tell(self, member: Running, outcome: list[float] | TrialState) -> None:
         self.heartbeats.discard(member.trial)
         self.told.add(member.trial.number)
         if isinstance(outcome, TrialState):

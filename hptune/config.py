@@ -47,7 +47,9 @@ ModelFamily = Annotated[str, AfterValidator(_one_of(registry.MODELS, "model fami
 Dataset = Annotated[str, AfterValidator(_one_of(registry.DATASETS, "dataset"))]
 SamplerName = Annotated[str, AfterValidator(_one_of(registry.SAMPLERS, "sampler"))]
 PrunerName = Annotated[str, AfterValidator(_one_of(registry.PRUNERS, "pruner"))]
-Metric = Annotated[str, AfterValidator(_one_of(registry.METRICS, "metric"))]
+Metric = Annotated[
+    str, AfterValidator(_one_of(registry.METRICS + registry.TRIAL_METRICS, "metric"))
+]
 
 # A search-space choice is what Optuna can store: a categorical of scalars.
 Choice = bool | int | float | str
@@ -65,10 +67,32 @@ class ObjectiveConfig(_Section):
 
     @property
     def resolved_direction(self) -> str:
-        """The direction, defaulting to minimize for losses and maximize for everything else."""
+        """The direction, defaulting to minimize for losses, size and latency (``model/``) and
+        maximize for everything else."""
         if self.direction is not None:
             return self.direction
-        return "minimize" if self.metric.endswith("loss") else "maximize"
+        lower_is_better = self.metric.endswith("loss") or self.metric in registry.TRIAL_METRICS
+        return "minimize" if lower_is_better else "maximize"
+
+
+class SelectConfig(_Section):
+    """Which trial of a multi-objective study's Pareto front is its one "best" model
+    (``hptune.pareto.select``): ``first``, the front's best on the first objective; ``knee``,
+    the front's trial nearest the ideal point (objectives scaled to the front's range);
+    ``budget``, the best on ``metric`` among trials within every ``budget`` limit (an upper
+    limit for a minimized objective, a lower one for a maximized objective)."""
+
+    rule: Literal["first", "knee", "budget"] = "first"
+    metric: Metric | None = None
+    budget: dict[Metric, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _budget_needs_limits(self) -> SelectConfig:
+        if self.rule == "budget" and not self.budget:
+            raise ValueError("rule 'budget' needs limits, e.g. budget: {model/params: 100000}")
+        if self.rule != "budget" and (self.budget or self.metric):
+            raise ValueError(f"metric and budget belong to rule 'budget', not {self.rule!r}")
+        return self
 
 
 class SamplerConfig(_Section):
@@ -283,7 +307,11 @@ class StudyConfig(_Section):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)
     description: str = ""
-    objective: ObjectiveConfig = ObjectiveConfig()
+    # One objective, or several (a list) for a Pareto front; ``objectives`` reads either.
+    objective: ObjectiveConfig | Annotated[list[ObjectiveConfig], Field(min_length=1)] = (
+        ObjectiveConfig()
+    )
+    select: SelectConfig | None = None
     n_trials: int | None = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0)
     # Trials asked at a time; those sharing an architecture train as one stacked model.
@@ -305,6 +333,11 @@ class StudyConfig(_Section):
     tracking: TrackingConfig = TrackingConfig()
 
     _source: Path | None = PrivateAttr(None)
+
+    @property
+    def objectives(self) -> list[ObjectiveConfig]:
+        """The study's objectives, in order (one for a single-objective study)."""
+        return self.objective if isinstance(self.objective, list) else [self.objective]
 
     @property
     def source(self) -> Path | None:

@@ -24,6 +24,7 @@ from hptune.device import flush_denormals, precision_name, resolve_device
 from hptune.errors import HptuneError
 from hptune.models import build_model
 from hptune.objective import logged_params, trial_seed
+from hptune.registry import TRIAL_METRICS
 from hptune.status import load_existing_study
 from hptune.storage import storage_url
 from hptune.tracking import PARENT_RUN_ATTR, StudyReader, StudyTracker, resolve_tracking_uri
@@ -73,7 +74,9 @@ def replay_trial(config: StudyConfig, number: int) -> Replay:
     train_config = trial_config.train.model_copy(update={"precision": precision})
     trial_config = trial_config.model_copy(update={"train": train_config})
     seed = int(original.params.get("seed", trial_seed(trial_config.train, number)))
-    metrics = [config.objective.metric]
+    # Per-epoch objectives (a model's size and latency are no training curve).
+    metrics = [o.metric for o in config.objectives if o.metric not in TRIAL_METRICS]
+    metrics = metrics or ["val/accuracy"]
     device = resolve_device(trial_config.train.device)
     flush_denormals()  # as the study's processes do (hptune.study)
     splits = data.load(trial_config.data, device)

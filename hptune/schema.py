@@ -25,9 +25,14 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 DESCRIPTIONS: dict[str, str] = {
     "name": "The study's identity: its Optuna study name and its MLflow parent run's name.",
     "description": "One line saying what the study compares (shown by `hptune validate`).",
-    "objective": "What the study optimizes: a metric logged every epoch, read at the last.",
-    "objective.metric": "The per-epoch metric to optimize (its value at the last epoch).",
+    "objective": "What the study optimizes: one {metric, direction}, or a list of them.",
+    "objective.metric": "A per-epoch metric (its last epoch's value), model/params or "
+    "model/latency_ms.",
     "objective.direction": "maximize or minimize; default: minimize for losses, else maximize.",
+    "select": "Several objectives: the rule choosing the one best model from the Pareto front.",
+    "select.rule": "first: best on the first objective; knee: nearest the ideal; budget.",
+    "select.metric": "budget: the objective to optimize within the limits (default: first).",
+    "select.budget": "budget: objective -> limit (at most if minimized, at least if maximized).",
     "n_trials": "Trials per invocation (null: until the timeout); a table runs each row once.",
     "timeout": "Seconds after which no new trial starts (the running ones finish).",
     "batch_trials": "Trials asked at a time; those sharing an architecture train stacked.",

@@ -16,7 +16,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hptune.attrs import PLANNED_ATTR, WORKER_ATTR
+from hptune import pareto
+from hptune.attrs import EPOCH_ATTR, PLANNED_ATTR, WORKER_ATTR
 from hptune.errors import HptuneError
 from hptune.storage import open_storage, redact, sqlite_file
 
@@ -97,7 +98,7 @@ def read_status(study: optuna.Study, now: datetime.datetime | None = None) -> St
         name=study.study_name,
         counts=counts,
         running=running,
-        best=[(t.number, list(t.values)) for t in _best_trials(study)],
+        best=[(t.number, list(t.values)) for t in _best_trials(study, trials)],
         directions=[d.name.lower() for d in study.directions],
         mean_trial_s=mean,
         trials_left=left,
@@ -115,19 +116,17 @@ def _running(trial: FrozenTrial, now: datetime.datetime) -> RunningTrial:
         host=worker.get("host"),
         pid=worker.get("pid"),
         gpu=worker.get("gpu"),
-        epoch=max(reported) if reported else None,
+        epoch=max(reported) if reported else trial.user_attrs.get(EPOCH_ATTR),
         epochs=worker.get("epochs"),
         elapsed_s=(now - start).total_seconds() if start else 0.0,
     )
 
 
-def _best_trials(study: optuna.Study) -> list[FrozenTrial]:
-    if len(study.directions) > 1:
-        return sorted(study.best_trials, key=lambda t: t.number)
-    try:
-        return [study.best_trial]
-    except ValueError:  # no complete trial yet
-        return []
+def _best_trials(study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The best complete trial, or the front, among ``trials`` (the same read as the counts)."""
+    return pareto.front_of(trials, [d.name for d in study.directions])[
+        : None if len(study.directions) > 1 else 1
+    ]
 
 
 def format_status(status: StudyStatus) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import optuna
 
-from hptune import data, grid, interrupt, space
+from hptune import data, grid, interrupt, pareto, space
 from hptune.allocator import long_lived_frozen
 from hptune.attrs import FINGERPRINT_ATTR, PLANNED_ATTR, RUN_ID_ATTR
 from hptune.config import Choice, StudyConfig
@@ -90,7 +90,7 @@ def open_study(config: StudyConfig, worker: int = 0) -> optuna.Study:
             storage=storage,
             sampler=sampler,
             pruner=pruner,
-            direction=config.objective.resolved_direction,  # type: ignore[arg-type]
+            directions=pareto.directions(config),  # type: ignore[arg-type]
         )
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
         return study
@@ -332,11 +332,14 @@ def _finish(
     """Record the study's best on the parent run; if this process trained it, log and register
     its model and evaluate it once on the held-out test set."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not complete:
-        return
-    best_trial = study.best_trial
+    if len(config.objectives) > 1 and complete:
+        front = {t.number: t.user_attrs[RUN_ID_ATTR] for t in pareto.front(study)}
+        tracker.log_pareto(parent, front, pareto.rule_text(config))
+    best_trial = pareto.select(study, config)
+    if best_trial is None:
+        return  # no complete trial (or none within the select rule's budget)
     run_id = best_trial.user_attrs[RUN_ID_ATTR]
-    tracker.log_best(parent, study.best_value, best_trial.params, run_id, len(complete))
+    tracker.log_best(parent, best_trial.values[0], best_trial.params, run_id, len(complete))
     if best is None or best.number != best_trial.number:
         return  # logged by the process that trained it
     if stopped:

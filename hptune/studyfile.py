@@ -27,6 +27,7 @@ from hptune.config import (
     StudyConfig,
 )
 from hptune.errors import ConfigError
+from hptune.pareto import objective_problems
 
 
 def load_study_file(
@@ -132,6 +133,7 @@ def _validate(raw: dict[str, Any], where: str, overridden: dict[str, str]) -> St
     except ValidationError as exc:
         raise ConfigError(_pydantic_problems(exc, where, overridden)) from None
     problems = [f"{where}: {p}" for p in _search_space_problems(config, overridden)]
+    problems += [f"{where}: {p}" for p in objective_problems(config)]
     if problems:
         raise ConfigError(problems)
     return config

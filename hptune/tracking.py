@@ -173,6 +173,16 @@ class StudyTracker:
         metric = Metric("best_value", value, int(time.time() * 1000), step)
         self.client.log_batch(parent_run_id, metrics=[metric], tags=tags)
 
+    def log_pareto(self, parent_run_id: str, front: Mapping[int, str], rule: str) -> None:
+        """A multi-objective study's Pareto-optimal trials (number -> run id) and the rule
+        that chose its best, as tags of its parent run."""
+        tags = {
+            "hptune.pareto_trials": ",".join(map(str, sorted(front))),
+            "hptune.pareto_run_ids": ",".join(front[number] for number in sorted(front)),
+            "hptune.select": rule,
+        }
+        self.client.log_batch(parent_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
     def log_model(self, run_id: str, model: Any, input_example: Any, registered_name: str) -> str:
         """Log a CPU, eval-mode torch model on ``run_id`` and register it; return its URI."""
         import mlflow
@@ -283,6 +293,10 @@ class TrialRun:
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items()]
         self._write(lambda: self.client.log_batch(self.run_id, metrics=batch))
+
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Per-trial metrics (``model/params``, ...), measured once, at step 0."""
+        self.log_epoch(0, metrics)
 
     def log_outcome(
         self,

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import optuna
 import torch
 
-from hptune import interrupt
+from hptune import interrupt, pareto
 from hptune.allocator import imports_frozen
 from hptune.config import StudyConfig
 from hptune.device import GPU_ENV, resolve_device, visible_gpus, worker_gpus
@@ -95,12 +95,12 @@ def run_workers(
             _watch(study, processes, first, progress)
         except KeyboardInterrupt:
             _stop(processes)  # each saves its best trial's model before it exits
-            raise StudyStopped(_best_model(study, handoff)) from None
+            raise StudyStopped(_best_model(study, config, handoff)) from None
         finally:
             progress.close()
         codes = {index: process.returncode for index, process in enumerate(processes, start=1)}
         if INTERRUPTED in codes.values():  # a worker was stopped from outside
-            raise StudyStopped(_best_model(study, handoff))
+            raise StudyStopped(_best_model(study, config, handoff))
         failed = [
             f"worker {index} exited with code {code}" for index, code in codes.items() if code
         ]
@@ -111,7 +111,7 @@ def run_workers(
                     "the finished trials are stored; run the same command again to continue",
                 ]
             )
-        return _best_model(study, handoff)
+        return _best_model(study, config, handoff)
 
 
 def _start(
@@ -167,13 +167,12 @@ def _stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
         process.wait()
 
 
-def _best_model(study: optuna.Study, handoff: Path) -> BestModel | None:
+def _best_model(study: optuna.Study, config: StudyConfig, handoff: Path) -> BestModel | None:
     """The study's best trial with its model, if a worker of this run trained it."""
-    try:
-        number = study.best_trial.number
-    except ValueError:
+    chosen = pareto.select(study, config)
+    if chosen is None:
         return None
-    path = handoff / f"{number}.pt"
+    path = handoff / f"{chosen.number}.pt"
     # Written by this run's own workers (a pickled BestModel), so not an untrusted file.
     return torch.load(path, weights_only=False) if path.exists() else None
 

@@ -40,7 +40,7 @@ def invoke(*args: str) -> tuple[int, str, str]:
 
 def test_the_studies_folder_holds_exactly_the_experiments_and_the_flagship() -> None:
     names = {path.stem for path in STUDIES.glob("*.yaml")}
-    assert names == {*CONFIGURATIONS, "fashion"}
+    assert names == {*CONFIGURATIONS, "fashion", "fashion_pareto"}
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGURATIONS))

@@ -76,7 +76,7 @@ class ReportData:
 
     @property
     def maximize(self) -> bool:
-        return self.study.direction == optuna.study.StudyDirection.MAXIMIZE
+        return self.study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
 
     def counts(self) -> dict[str, int]:
         counts = {"complete": 0, "pruned": 0, "failed": 0, "running": 0}
@@ -132,7 +132,7 @@ def collect(study_name: str, storage: str, tracking_uri: str | None, experiment:
         trial = TrialData(
             number=frozen.number,
             state=_STATES[frozen.state],
-            value=frozen.value,
+            value=frozen.values[0] if frozen.values else None,  # (the first objective)
             params=dict(frozen.params),
             run_id=run_id,
             fit=frozen.user_attrs.get(FIT_ATTR),
