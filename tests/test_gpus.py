@@ -116,3 +116,14 @@ def test_the_gpu_is_a_tag_on_the_trial_run_and_in_the_trial_s_process(
     assert objective.run_tags() == {"hptune.worker": "2", "hptune.gpu": "3"}
     info = objective.process_info(_config(tmp_path, 1, "cpu"))
     assert info["gpu"] == "3" and info["pid"] == os.getpid()
+
+
+def test_status_shows_each_running_trial_s_gpu() -> None:
+    from hptune.status import RunningTrial, StudyStatus, format_status
+
+    running = RunningTrial(7, "node", 11, "3", 2, 5, 61.0)
+    status = StudyStatus(
+        "s", {"complete": 0, "pruned": 0, "fail": 0, "running": 1, "waiting": 0},
+        [running], [], ["maximize"], None, 1, 1, None,
+    )  # fmt: skip
+    assert "running: trial 7 on node pid 11 gpu 3, epoch 2/5, 1m01s" in format_status(status)

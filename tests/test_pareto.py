@@ -108,6 +108,22 @@ def test_model_cost_metrics() -> None:
     assert model.training  # left as it was
 
 
+def test_latency_is_measured_only_when_an_objective_needs_it() -> None:
+    import torch
+
+    from hptune.objective import Objective
+
+    objective = Objective.__new__(Objective)
+    objective.splits = type("Splits", (), {"val_x": torch.zeros(300, 1, 28, 28)})()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    objective.metrics = ["val/accuracy", "model/params"]
+    assert objective.costs(model) == {"model/params": 7850.0}
+    objective.metrics = ["val/accuracy", "model/latency_ms"]
+    costs = objective.costs(model)
+    # Timed over a fixed batch of 256 validation images, whose size is logged beside it.
+    assert costs["model/latency_ms"] > 0 and costs["model/latency_batch_size"] == 256
+
+
 STUDY = """name: pareto
 n_trials: 4
 objective:
@@ -140,6 +156,9 @@ def test_a_two_objective_study_tags_its_front_and_reports_it(
     for trial in study.trials:
         width = trial.params["width"]
         assert trial.values[1] == 795 * width + 10
+    # Optuna takes no epoch reports with several objectives: the epoch is kept for status.
+    assert [t.user_attrs["hptune.epoch"] for t in study.trials] == [1] * 4
+    assert all(not t.intermediate_values for t in study.trials)
     # The parent run names the Pareto-optimal trials, and the rule.
     tags = parent.data.tags
     assert tags["hptune.pareto_trials"] == ",".join(str(t.number) for t in front)
