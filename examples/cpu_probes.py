@@ -51,14 +51,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ (not installed)
+
+from benchmarks.bench import MODELS
 from hptune import data, training
-from hptune.bench import MODELS
 from hptune.config import DataConfig, ModelConfig, TrainConfig
 from hptune.flat import FlatSteps
 from hptune.models import build_model

@@ -28,6 +28,13 @@ runs imports with the collector paused and then freezes what they left (``gc.fre
 The collector still runs, over the objects trials create (figures, runs, trials). Measured
 (2-core Intel Xeon): importing hptune's study stack 4.75-5.54 -> 3.69-3.88 s; a study of 8 MLP
 trials spent 382-545 ms in collections in three of four runs, 43-44 ms frozen.
+
+**Whose process.** These settings are process-wide, and glibc's cannot be read back to restore
+them. They apply only in processes hptune owns, those that call ``own_process`` first (its CLI,
+its worker processes, its benchmark); in any other (a notebook or a program calling
+``hptune.optimize``) each function here changes nothing. ``HPTUNE_FAST_PATHS=off`` turns them
+off too, and ``train.fast_paths: off`` those that run once the study file is read
+(``hptune.fastpaths``).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import os
 import platform
 from collections.abc import Iterator
 
@@ -43,24 +51,55 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 2**20  # the largest glibc accepts on 64-bit systems
 TRIM_THRESHOLD = 2**30
 
+# The operator's switch (hptune.fastpaths, which checks its value): off also means no
+# process-wide tuning. Read here without importing torch: the CLI's imports run in
+# ``imports_frozen``.
+FAST_PATHS_ENV = "HPTUNE_FAST_PATHS"
+
 _done = False
+_owned = False
+
+
+def own_process() -> None:
+    """Declare this process hptune's own (its CLI, a worker, its benchmark): process-wide
+    tuning (here, and ``hptune.device.flush_denormals``) may apply."""
+    global _owned
+    _owned = True
+
+
+def owns_process() -> bool:
+    """Whether hptune owns this process (``own_process``)."""
+    return _owned
+
+
+def _tuning() -> bool:
+    """Whether process-wide tuning applies: an owned process, not ``HPTUNE_FAST_PATHS=off``."""
+    return _owned and os.environ.get(FAST_PATHS_ENV, "").strip().lower() != "off"
 
 
 def keep_freed_memory() -> bool:
-    """Set the thresholds once per process (glibc only); whether they are set."""
+    """Set the thresholds once per process (glibc only, in a process hptune owns); whether
+    they are set."""
     global _done
-    if not _done and platform.libc_ver()[0] == "glibc":
-        mallopt = ctypes.CDLL(None).mallopt
-        _done = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-            mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    if not _done and _tuning() and platform.libc_ver()[0] == "glibc":
+        _done = _mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and _mallopt(
+            M_TRIM_THRESHOLD, TRIM_THRESHOLD
         )
     return _done
+
+
+def _mallopt(parameter: int, value: int) -> bool:
+    """glibc's ``mallopt``: whether it took the setting."""
+    return bool(ctypes.CDLL(None).mallopt(parameter, value))
 
 
 @contextlib.contextmanager
 def imports_frozen() -> Iterator[None]:
     """Import in this block without cyclic collections, then freeze the objects alive: what
-    imports create lives as long as the process."""
+    imports create lives as long as the process (in a process hptune owns)."""
+    if not _tuning():
+        yield
+        return
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -72,10 +111,13 @@ def imports_frozen() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def long_lived_frozen() -> Iterator[None]:
+def long_lived_frozen(tuned: bool = True) -> Iterator[None]:
     """Leave the objects alive now out of cyclic collections until the block ends; where some
-    were frozen before (by ``imports_frozen``, or by the caller's process), they all stay
-    frozen, as ``gc.unfreeze`` would thaw those too."""
+    were frozen before (by ``imports_frozen``), they all stay frozen, as ``gc.unfreeze`` would
+    thaw those too. Only in a process hptune owns, and when ``tuned`` (``train.fast_paths``)."""
+    if not (tuned and _tuning()):
+        yield
+        return
     frozen_before = gc.get_freeze_count() > 0
     gc.freeze()
     try:

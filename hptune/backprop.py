@@ -11,6 +11,10 @@ dropout, in fp32 and bf16) given the same dropout masks, which come from
 ``hptune.dropout.dropout_mask`` as in every eager step of hptune's. In bf16 on a CPU the forward
 products add their bias inside oneDNN's kernel (``onednn_bias``): the same numbers, less work.
 
+Every ATen kernel named here is private (``hptune.fastpaths`` lists them): ``FlatSteps`` runs
+this as the ``manual_backprop`` fast path, and falls back to autograd if a kernel is gone or
+raises.
+
 It takes ``Flatten -> (Linear -> activation [-> Dropout]) * n -> Linear`` built by
 ``hptune.models.build_mlp`` with the activations in ``BACKWARD``; anything else (softsign,
 softmax, convolutions, ...) keeps autograd (``ManualBackprop.supports``).
@@ -28,6 +32,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from hptune import fastpaths
 from hptune.dropout import dropout_mask, plain_dropout
 
 aten = torch.ops.aten
@@ -37,19 +42,34 @@ MEAN = 1  # the ``reduction`` argument of the nll_loss kernels
 def onednn_bias(weight: torch.Tensor) -> bool:
     """Whether a linear layer's forward may run as oneDNN's matmul with its bias
     (``mkldnn._linear_pointwise``, what inductor calls on CPUs) instead of ``addmm``: bf16 on a
-    CPU whose bf16 ``addmm`` is oneDNN's too. The same kernel then adds the bias before it rounds
-    the fp32 sums, where ``addmm`` first copies the broadcast bias into the output and adds it as a
-    post-op: the same numbers (NaN and infinities included), one copy fewer. B's MLP's first layer
-    72 -> 57 us per step on 2 Intel Xeon cores. (ReLU is left out of the fused kernel: oneDNN's
-    maps NaN to 0, and a NaN must reach the loss to mark a trial diverged.)"""
+    CPU whose bf16 ``addmm`` is oneDNN's too, and the ``onednn_linear`` fast path on
+    (``hptune.fastpaths``: both calls are private). The same kernel then adds the bias before it
+    rounds the fp32 sums, where ``addmm`` first copies the broadcast bias into the output and
+    adds it as a post-op: the same numbers (NaN and infinities included), one copy fewer. B's
+    MLP's first layer 72 -> 57 us per step on 2 Intel Xeon cores. (ReLU is left out of the fused
+    kernel: oneDNN's maps NaN to 0, and a NaN must reach the loss to mark a trial diverged.)"""
     return (
         weight.dtype == torch.bfloat16
         and weight.device.type == "cpu"
         and torch.backends.mkldnn.is_available()
         and bool(torch.backends.mkldnn.enabled)
-        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        and fastpaths.usable("onednn_linear")
+        and fastpaths.call(
+            "onednn_linear", lambda: bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()), _no
+        )
     )
+
+
+def _no() -> bool:
+    return False
+
+
+def _onednn_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
+
+
+def _addmm_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    return torch.addmm(layer.bias, x, layer.weight.t())
 
 
 # grad_input of an activation from (grad_output, its input, its output, the module), as
@@ -124,11 +144,9 @@ class ManualBackprop:
         for layer in self.layers:
             if isinstance(layer, nn.Linear):
                 if self.onednn_bias:
-                    y = torch.ops.mkldnn._linear_pointwise(
-                        x, layer.weight, layer.bias, "none", [], ""
-                    )
+                    y = fastpaths.call("onednn_linear", _onednn_linear, _addmm_linear, x, layer)
                 else:
-                    y = torch.addmm(layer.bias, x, layer.weight.t())
+                    y = _addmm_linear(x, layer)
                 saved.append((x, y))
             elif isinstance(layer, nn.Dropout):
                 noise = dropout_mask(x, layer.p)

@@ -4,8 +4,9 @@ Each member keeps its own ``nn.Module`` (its parameters stay leaf tensors), its 
 parameter group (learning rate, weight decay), its own data order (a generator seeded with its
 seed) and its own initialization. Each step stacks the members' parameters and runs
 ``torch.func.vmap`` over ``functional_call``, so one batched kernel serves every member; the
-sum of the members' losses back-propagates into each member's parameters separately. A member
-whose callback raises (pruned) or whose loss diverges leaves the batch; the others go on.
+sum of the members' losses back-propagates into each member's parameters separately. The epochs
+are ``hptune.epochs.run_epochs``'s, as for one model: a member whose callback raises (pruned)
+or whose loss diverges leaves the batch; the others go on.
 On CUDA the batched step is replayed from a CUDA graph (``hptune.cudagraph``), captured again
 when a member leaves. Plain torch: no Optuna, no MLflow here.
 """
@@ -14,35 +15,25 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from hptune import fastpaths
 from hptune.allocator import keep_freed_memory
 from hptune.config import TrainConfig
 from hptune.cudagraph import CapturedStep
 from hptune.data import Splits
 from hptune.device import compute_dtype, uses_cuda_graphs
+from hptune.epochs import MemberCallback, TrainResult, run_epochs
 from hptune.gradients import members_gradient_stats, weight_layers
 from hptune.registry import lookup
-from hptune.training import (
-    OPTIMIZERS,
-    SCHEDULERS,
-    EpochReport,
-    TrainResult,
-    eval_batch_size,
-    host_report,
-    optimizer_options,
-)
-
-MemberCallback = Callable[[int, EpochReport], None]
+from hptune.training import OPTIMIZERS, SCHEDULERS, eval_batch_size, optimizer_options
 
 # What members must share to train as one stacked model (lr and weight decay may differ).
 SHARED_FIELDS = ("optimizer", "batch_size", "epochs", "scheduler")
@@ -62,7 +53,7 @@ def train_batched(
     seeds: Sequence[int],
     on_epoch: MemberCallback | None = None,
     epoch_scope: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
-) -> list[TrainResult | BaseException]:
+) -> list[TrainResult | Exception]:
     """Train same-architecture ``models`` together; return each one's result or the exception
     that ended it (``Diverged``, or whatever ``on_epoch(member, report)`` raised to stop it).
     Each epoch's ``on_epoch`` calls run inside one ``epoch_scope()`` (``hptune.batchrun``: one
@@ -73,63 +64,51 @@ def train_batched(
     if not can_batch(configs):
         raise ValueError(f"batched trials must share {', '.join(SHARED_FIELDS)}")
     first = configs[0]
-    device = splits.train_x.device
-    if device.type == "cpu":
-        keep_freed_memory()
-    graphed = uses_cuda_graphs(first, device)
-    optimizer = _members_optimizer(models, configs, device, graphed)
-    scheduler = lookup(SCHEDULERS, first.scheduler, "scheduler")(optimizer, first.epochs)
-    generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
-    stacked = _Stacked(models)
-    val_labels = splits.val_y.cpu().numpy()
-    layers = [weight_layers(model) for model in models]
-    histories: list[list[EpochReport]] = [[] for _ in models]
-    outcomes: list[TrainResult | BaseException | None] = [None] * len(models)
-    predictions: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(models)
-    steps: _Steps | None = None
-    for epoch in range(1, first.epochs + 1):
-        active = [k for k, outcome in enumerate(outcomes) if outcome is None]
-        if not active:
-            break
-        started = time.perf_counter()
-        if steps is None or steps.active != active:
-            steps = _Steps(stacked, optimizer, splits, first, active, graphed)
-        losses, correct = steps.epoch(generators)
-        val_losses, val_predictions = _evaluate(
-            stacked, splits.val_x, splits.val_y, active, steps.dtype
-        )
-        gradients = members_gradient_stats([layers[k] for k in active])
-        gradient_names = list(gradients)
-        val_correct = (val_predictions == splits.val_y).sum(dim=1)
-        # Every member's numbers in one host sync, as training.epoch_report does for one model.
-        numbers = torch.stack([losses, correct, val_losses, val_correct, *gradients.values()], 1)
-        rows, host_predictions = numbers.tolist(), val_predictions.cpu().numpy()
-        seconds = time.perf_counter() - started  # the batch's epoch, not the members' logging
-        with epoch_scope():
-            for slot, k in enumerate(active):
-                try:
-                    predictions[k] = host_predictions[slot]
-                    report = host_report(
-                        epoch,
-                        splits,
-                        val_labels,
-                        optimizer.param_groups[k]["lr"],
-                        seconds,
-                        rows[slot],
-                        gradient_names,
-                        predictions[k],
-                    )
-                    histories[k].append(report)
-                    if on_epoch is not None:
-                        on_epoch(k, report)
-                except Exception as stop:  # pruned or diverged: this member leaves the batch
-                    outcomes[k] = stop
-        if scheduler is not None:
-            scheduler.step()
-    return [
-        TrainResult(histories[k], predictions[k]) if outcome is None else outcome
-        for k, outcome in enumerate(outcomes)
-    ]
+    batch = _Batch(models, splits, configs, seeds)
+    scheduler = lookup(SCHEDULERS, first.scheduler, "scheduler")(batch.optimizer, first.epochs)
+    return run_epochs(batch, splits, len(models), first.epochs, scheduler, on_epoch, epoch_scope)
+
+
+class _Batch:
+    """The members' training steps for ``hptune.epochs.run_epochs``: one stacked model, whose
+    steps are built again when a member leaves."""
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        splits: Splits,
+        configs: Sequence[TrainConfig],
+        seeds: Sequence[int],
+    ) -> None:
+        first = configs[0]
+        device = splits.train_x.device
+        fast = fastpaths.enabled(first.fast_paths)
+        if device.type == "cpu" and fast:
+            keep_freed_memory()
+        self.splits, self.config = splits, first
+        self.dtype = compute_dtype(first, device)
+        self.graphed = uses_cuda_graphs(first, device)
+        self.optimizer = _members_optimizer(models, configs, device, self.graphed, fast)
+        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+        self.stacked = _Stacked(models)
+        self.layers = [weight_layers(model) for model in models]
+        self.steps: _Steps | None = None
+
+    def epoch(self, active: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.steps is None or self.steps.active != active:
+            self.steps = _Steps(
+                self.stacked, self.optimizer, self.splits, self.config, active, self.graphed
+            )
+        return self.steps.epoch(self.generators)
+
+    def evaluate(self, active: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return _evaluate(self.stacked, self.splits.val_x, self.splits.val_y, active, self.dtype)
+
+    def gradients(self, active: list[int]) -> dict[str, torch.Tensor]:
+        return members_gradient_stats([self.layers[k] for k in active])
+
+    def lr(self, member: int) -> float:
+        return float(self.optimizer.param_groups[member]["lr"])
 
 
 def _members_optimizer(
@@ -137,6 +116,7 @@ def _members_optimizer(
     configs: Sequence[TrainConfig],
     device: torch.device,
     graphed: bool,
+    fast: bool = True,
 ) -> torch.optim.Optimizer:
     """One optimizer over every member: a parameter group each, with the member's own learning
     rate and weight decay (its own state, as each parameter has)."""
@@ -149,7 +129,7 @@ def _members_optimizer(
         for model, config in zip(models, configs, strict=True)
     ]
     first = configs[0]
-    options = optimizer_options(first.optimizer, device, capturable=graphed)
+    options = optimizer_options(first.optimizer, device, graphed, fast)
     return lookup(OPTIMIZERS, first.optimizer, "optimizer")(groups, lr=first.lr, **options)
 
 

@@ -14,8 +14,9 @@ from typing import Any
 import click
 
 from hptune import interrupt
-from hptune.allocator import imports_frozen
+from hptune.allocator import imports_frozen, own_process
 from hptune.errors import HptuneError
+from hptune.redact import redact
 
 EXIT_USER_ERROR = 2
 
@@ -25,8 +26,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except HptuneError as error:
-            for problem in error.problems:
-                click.echo(f"error: {problem}", err=True)
+            for problem in error.problems:  # (terminals and CI logs are read by others)
+                click.echo(f"error: {redact(problem)}", err=True)
             ctx.exit(EXIT_USER_ERROR)
         except KeyboardInterrupt:
             click.echo("interrupted; run the same command again to continue the study", err=True)
@@ -47,6 +48,7 @@ overrides = click.option(
 @click.version_option(package_name="hptune")
 def main() -> None:
     """Hyperparameter studies of PyTorch models with Optuna, tracked in MLflow."""
+    own_process()  # the command's process: process-wide tuning may apply (hptune.allocator)
 
 
 @main.command()
@@ -111,7 +113,7 @@ def optimize(
     extra = [f"{key}={value}" for key, value in flags.items() if value is not None]
     config = load_study_file(study_file, [*overrides, *extra], study_name=study_name)
     result = run_study(config)
-    click.echo(summarize_result(result, study_file, study_name))
+    click.echo(summarize_result(result, study_file, study_name, storage))
 
 
 def _formats(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -144,6 +146,7 @@ def export_report(
     """Write a study's report (HTML, Markdown, CSV) from its Optuna storage and MLflow runs."""
     with imports_frozen():
         from hptune.report import export_report as export
+        from hptune.report import safe_name
         from hptune.storage import storage_url
         from hptune.tracking import resolve_tracking_uri
 
@@ -166,7 +169,7 @@ def export_report(
         storage_url(storage),
         tracking_uri,
         experiment or study_name,
-        out or Path("reports") / study_name,
+        out or Path("reports") / safe_name(study_name),  # (a name from a shared store)
         formats,
     )
     for path in files.files:

@@ -192,6 +192,8 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # On CUDA, capture each training step in a CUDA graph and replay it (hptune/cudagraph.py).
     cuda_graphs: bool = True
+    # auto: hptune's fast CPU training paths; off: plain PyTorch (docs/fast-paths.md).
+    fast_paths: Literal["auto", "off"] = "auto"
     # Training precision: auto = bf16 on CPUs that multiply bf16 in hardware (AVX512-BF16, AMX),
     # fp32 elsewhere (on CUDA the graphed fp32 step); bf16 on CUDA trains eagerly. bf16 means a
     # bf16 compute copy of the model with fp32 master weights and optimizer (hptune/flat.py;

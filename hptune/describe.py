@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from hptune import grid, space
 from hptune.config import StudyConfig
+from hptune.redact import redact
 
 if TYPE_CHECKING:
     from hptune.study import StudyResult
@@ -82,8 +83,11 @@ def _trials_per_run(config: StudyConfig) -> str:
     return every if explicit is None else f"{explicit} at most ({every})"
 
 
-def summarize_result(result: StudyResult, study_file: Path, study_name: str | None) -> str:
-    """The lines printed after ``hptune optimize``: best trial, where the runs are, what next."""
+def summarize_result(
+    result: StudyResult, study_file: Path, study_name: str | None, storage: str | None = None
+) -> str:
+    """The lines printed after ``hptune optimize``: best trial, where the runs are, what next
+    (``study_name``, ``storage``: the ``--study-name`` and ``--storage`` given, if any)."""
     from optuna.trial import TrialState
 
     trials = result.study.get_trials(deepcopy=False)
@@ -119,21 +123,30 @@ def summarize_result(result: StudyResult, study_file: Path, study_name: str | No
         )
     else:
         lines.append("best: no complete trial yet")
-    from hptune.storage import redact  # (optuna's import: loaded by now, not by `validate`)
-
     # Terminals and CI logs are read by others: no passwords.
     lines.append(f"optuna storage: {redact(result.storage)}")
     lines.append(f"mlflow: experiment {result.experiment!r} in {redact(result.tracking_uri)}")
     lines.append(f"compare runs: {mlflow_ui_command(redact(result.tracking_uri))}")
-    target = shlex.quote(str(study_file))
-    if study_name:
-        target += f" --study-name {shlex.quote(study_name)}"
-    lines.append(f"continue: hptune optimize {target}")
-    report = f"hptune export-report {shlex.quote(str(study_file))}"
-    if study_name:
-        report += f" --study {shlex.quote(study_name)}"
-    lines.append(f"report: {report}")
+    lines += next_commands(study_file, study_name, storage)
     return "\n".join(lines)
+
+
+def next_commands(study_file: Path, study_name: str | None, storage: str | None) -> list[str]:
+    """The "continue" and "report" lines: the commands that reach this study again, with the
+    ``--study-name`` and ``--storage`` it was run with (a password shown as ``***``)."""
+    target = shlex.quote(str(study_file))
+    where = f" --storage {shlex.quote(redact(storage))}" if storage else ""
+    lines = [
+        f"continue: hptune optimize {target}"
+        + (f" --study-name {shlex.quote(study_name)}" if study_name else "")
+        + where,
+        f"report: hptune export-report {target}"
+        + (f" --study {shlex.quote(study_name)}" if study_name else "")
+        + where,
+    ]
+    if storage and redact(storage) != storage:
+        lines.append("  (put the storage password back where these commands show ***)")
+    return lines
 
 
 def mlflow_ui_command(tracking_uri: str) -> str:

@@ -10,9 +10,12 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from hptune import fastpaths
+from hptune.allocator import owns_process
 from hptune.config import TrainConfig
 from hptune.cudagraph import GRAPH_OPTIMIZERS
 from hptune.errors import HptuneError
+from hptune.fastpaths import CPU_BF16_CHECKS
 
 # NHWC convolutions on CUDA: A's CNN epoch 0.583 -> 0.560 s on an H100 (graphed, batch 64;
 # examples/gpu_probes.py). On the CPU in bf16 (oneDNN's bf16 convolutions work in NHWC and
@@ -35,19 +38,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def native_cpu_bf16() -> bool:
+def native_cpu_bf16(fast: bool = True) -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX tiles).
 
-    Elsewhere bf16 is emulated and slower than fp32. (torch exposes this only privately.)
+    Elsewhere bf16 is emulated and slower than fp32. torch exposes this only privately: the
+    ``cpu_bf16_detection`` fast path (``hptune.fastpaths``); without it (``fast`` False, or the
+    path off), False.
     """
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+    if not (fast and fastpaths.usable("cpu_bf16_detection")):
+        return False
+    return fastpaths.call(
+        "cpu_bf16_detection",
+        lambda: any([getattr(torch.cpu, check)() for check in CPU_BF16_CHECKS]),  # (each one)
+        lambda: False,
+    )
 
 
 def flush_denormals() -> bool:
-    """Have the CPU flush denormal floats to zero (FTZ/DAZ), as TensorFlow does by default;
-    whether it can. Call it before torch's first parallel operation: its threads copy the
-    setting when they start, and the ones already running keep theirs.
+    """Have the CPU flush denormal floats to zero (FTZ/DAZ), as TensorFlow does by default, in
+    a process hptune owns (``hptune.allocator.own_process``: the setting is process-wide, and
+    torch's threads keep it); whether it did. Call it before torch's first parallel operation:
+    its threads copy the setting when they start, and the ones already running keep theirs.
 
     Adam's first moment of a weight whose gradient stays zero (a dead ReLU unit) shrinks 10x
     every ~22 steps and sinks into the denormal range, where each operation on it is slow: in
@@ -56,13 +67,15 @@ def flush_denormals() -> bool:
     Xeon); flushed, every epoch took 0.41 s (10 epochs: 4.98 -> 4.15 s), with the same weights
     bit for bit after 4 epochs (Adam, AdamW, RMSprop; A's CNN after one).
     """
-    return torch.set_flush_denormal(True)
+    return owns_process() and torch.set_flush_denormal(True)
 
 
 def compute_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     """The dtype training computes in (bf16), or None for plain fp32 (``train.precision``)."""
     if config.precision == "bf16" or (
-        config.precision == "auto" and device.type == "cpu" and native_cpu_bf16()
+        config.precision == "auto"
+        and device.type == "cpu"
+        and native_cpu_bf16(fastpaths.enabled(config.fast_paths))
     ):
         return torch.bfloat16
     return None
@@ -84,11 +97,15 @@ def uses_cuda_graphs(config: TrainConfig, device: torch.device) -> bool:
     )
 
 
-def uses_channels_last(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> bool:
+def uses_channels_last(
+    model: nn.Module, device: torch.device, dtype: torch.dtype | None, fast: bool = True
+) -> bool:
     """Whether ``train`` puts ``model`` in channels-last memory format: a convolutional model on
-    CUDA, or on the CPU computing in bf16 (``CHANNELS_LAST``)."""
+    CUDA, or on the CPU computing in bf16 (``CHANNELS_LAST``); never with ``fast`` False
+    (``train.fast_paths: off``)."""
     return (
         CHANNELS_LAST
+        and fast
         and (device.type == "cuda" or dtype == torch.bfloat16)
         and any(isinstance(m, nn.Conv2d) for m in model.modules())
     )

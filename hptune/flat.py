@@ -35,8 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hptune import fastpaths
 from hptune.backprop import ManualBackprop
-from hptune.dropout import fast_dropout
+from hptune.dropout import fast_dropout, plain_dropout
 from hptune.optstep import DirectStep
 from hptune.pooling import fast_max_pool
 
@@ -67,7 +68,8 @@ class FlatSteps:
 
     ``make_optimizer`` gets ``[master]``; the optimizer is ``self.optimizer`` (for schedulers).
     With ``manual`` (the default), a model ``ManualBackprop`` takes gets its gradients from it
-    instead of autograd: the same numbers, fewer operations. Dropout draws its masks with
+    instead of autograd: the same numbers, fewer operations (the ``manual_backprop`` fast path:
+    if it raises, autograd computes that step and every later one). Dropout draws its masks with
     ``hptune.dropout.dropout_mask`` either way, and CPU max-pooling runs in channels-last
     (``hptune.pooling``).
     """
@@ -112,6 +114,7 @@ class FlatSteps:
             p.data.copy_(value)
         self.optimizer = make_optimizer([self.master])
         self.update = DirectStep(self.optimizer)  # its step() without the wrapper, bit for bit
+        fastpaths.note("flat_steps")
         if dtype is None:
             self.compute, self.weights, self.grads = model, None, self.master.grad
         else:
@@ -121,16 +124,21 @@ class FlatSteps:
             _point_into(list(self.compute.parameters()), self.weights, self.grads)
         self.backprop = (
             ManualBackprop(self.compute)
-            if manual and ManualBackprop.supports(self.compute)
+            if manual
+            and ManualBackprop.supports(self.compute)
+            and fastpaths.usable("manual_backprop")
             else None
         )
-        if self.backprop is None:  # (ManualBackprop draws the same fast masks itself)
-            self.compute = fast_max_pool(fast_dropout(self.compute))
+        # Autograd's model: dropout with hptune.dropout's masks (as ManualBackprop draws them),
+        # CPU max-pooling in channels-last; it shares every other layer with ``compute``.
+        self.autograd_model = fast_max_pool(fast_dropout(self.compute))
+        if any(plain_dropout(layer) for layer in self.compute.modules()):
+            fastpaths.note("mask_dropout")
         self.loss_sum = torch.zeros((), device=x.device)
 
     def epoch(self, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass in ``order``; (mean batch loss, correct count) as device tensors."""
-        self.compute.train()
+        self.autograd_model.train()
         self.loss_sum.zero_()
         # The labels in this epoch's order, gathered once; each step writes its predictions into
         # one buffer, compared once at the end (per step: a slice instead of a gather, one op
@@ -147,12 +155,11 @@ class FlatSteps:
         if self.dtype is not None:
             inputs = inputs.to(self.dtype)  # nothing to do for images given in the dtype
         if self.backprop is not None:  # overwrites every gradient: nothing to zero
-            loss, logits = self.backprop.step(inputs, targets)
+            loss, logits = fastpaths.call(
+                "manual_backprop", self.backprop.step, self._autograd, inputs, targets
+            )
         else:
-            logits = self.compute(inputs)
-            loss = F.cross_entropy(logits.float(), targets)
-            self.grads.zero_()
-            loss.backward()
+            loss, logits = self._autograd(inputs, targets)
         if self.weights is not None:
             self.master.grad.copy_(self.grads)  # type: ignore[union-attr]
         self.update()
@@ -160,6 +167,16 @@ class FlatSteps:
             self.weights.copy_(self.master.detach())
         self.loss_sum.add_(loss.detach(), alpha=len(index))
         torch.argmax(logits.detach(), dim=1, out=predicted)
+
+    def _autograd(
+        self, inputs: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and logits of a step whose gradients autograd computes into ``self.grads``."""
+        logits = self.autograd_model(inputs)
+        loss = F.cross_entropy(logits.float(), targets)
+        self.grads.zero_()
+        loss.backward()
+        return loss, logits
 
     def release(self) -> None:
         """Give the model's parameters (and last gradients) their own memory again."""

@@ -16,7 +16,7 @@ import numpy as np
 import optuna
 import torch
 
-from hptune import data, interrupt, pareto, registry, space
+from hptune import data, fastpaths, interrupt, pareto, registry, space
 from hptune.attrs import (
     EPOCH_ATTR,
     FAIL_REASON_ATTR,
@@ -183,6 +183,7 @@ class Objective:
 
     def begin(self, trial: optuna.Trial) -> Running:
         """Choose the trial's parameters and create its MLflow run."""
+        fastpaths.start_trial()
         params = space.suggest(trial, self.config)
         trial_config = self.config.with_params(params)
         seed = trial_seed(trial_config.train, trial.number)
@@ -250,6 +251,7 @@ class Objective:
     def record_error(self, running: Running, error: BaseException) -> None:
         """End the trial's run for what stopped it (Optuna's state is set by the caller)."""
         run, trial = running.run, running.trial
+        run.set_tags(fastpaths.trial_tags())
         if isinstance(error, optuna.TrialPruned):
             run.finish("KILLED", {"hptune.state": "pruned", "hptune.pruned_at_epoch": str(error)})
         elif isinstance(error, TRIAL_FAILURES):
@@ -277,6 +279,7 @@ class Objective:
     ) -> list[float]:
         """Log a trained trial's outcome and return its objective values (one per objective)."""
         trial, run = running.trial, running.run
+        run.set_tags(fastpaths.trial_tags())
         costs = self.costs(model)
         run.log_metrics(costs)
         final = {**result.history[-1].metrics, **costs}

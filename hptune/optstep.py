@@ -26,19 +26,20 @@ import torch
 from torch.optim import optimizer as optimizer_module
 from torch.optim.optimizer import Optimizer
 
+from hptune import fastpaths
+from hptune.fastpaths import GLOBAL_HOOKS, OPTIMIZER_HOOKS
+
 Update = Callable[[], None]
 
 
 def _hooked(optimizer: Optimizer) -> bool:
-    """Whether step hooks (the optimizer's own or global ones) expect ``optimizer.step``."""
+    """Whether step hooks (the optimizer's own or global ones) expect ``optimizer.step``. (The
+    attributes are private: ``hptune.fastpaths`` probes them; if one is gone this raises, and
+    ``DirectStep`` keeps ``optimizer.step``.)"""
     return any(
-        getattr(holder, name, None)
-        for holder, name in (
-            (optimizer, "_optimizer_step_pre_hooks"),
-            (optimizer, "_optimizer_step_post_hooks"),
-            (optimizer_module, "_global_optimizer_pre_hooks"),
-            (optimizer_module, "_global_optimizer_post_hooks"),
-        )
+        len(getattr(holder, name))
+        for holder, names in ((optimizer, OPTIMIZER_HOOKS), (optimizer_module, GLOBAL_HOOKS))
+        for name in names
     )
 
 
@@ -176,10 +177,16 @@ def bind(optimizer: Optimizer) -> Update | None:
 
 class DirectStep:
     """Callable as ``optimizer.step()`` is, every call one update (see the module docstring).
-    What it checks, it checks at the first call: step hooks registered later are not run."""
+    What it checks, it checks at the first call: step hooks registered later are not run.
 
-    def __init__(self, optimizer: Optimizer) -> None:
+    The direct kernel call is the ``direct_step`` fast path (``hptune.fastpaths``): where its
+    probe fails, where binding raises, or where its first update raises (the parameter and the
+    optimizer's state are then restored), ``optimizer.step()`` serves for the rest of the
+    process."""
+
+    def __init__(self, optimizer: Optimizer, fast: bool = True) -> None:
         self.optimizer = optimizer
+        self.fast = fast
         self.update: Update | None = None
 
     def __call__(self) -> None:
@@ -187,4 +194,37 @@ class DirectStep:
             self.update()
             return
         self.optimizer.step()
-        self.update = bind(self.optimizer) or self.optimizer.step
+        self.update = self.optimizer.step
+        if self.fast and fastpaths.usable("direct_step"):
+            try:
+                bound = bind(self.optimizer)
+            except Exception as error:
+                fastpaths.fail("direct_step", error)
+                return
+            if bound is not None:
+                self.update = self._first(bound)
+
+    def _first(self, bound: Update) -> Update:
+        """The first direct update, guarded: on any exception, what it changed is put back and
+        ``optimizer.step()`` makes the update instead."""
+        tensors = [p.detach() for group in self.optimizer.param_groups for p in group["params"]]
+        for state in self.optimizer.state.values():
+            tensors += [value for value in state.values() if isinstance(value, torch.Tensor)]
+
+        def first() -> None:
+            saved = [tensor.clone() for tensor in tensors]
+            try:
+                bound()
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as error:
+                for tensor, value in zip(tensors, saved, strict=True):
+                    tensor.copy_(value)
+                fastpaths.fail("direct_step", error)
+                self.update = self.optimizer.step
+                self.optimizer.step()
+                return
+            fastpaths.note("direct_step")
+            self.update = bound
+
+        return first

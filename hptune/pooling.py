@@ -39,10 +39,17 @@ from typing import Any, TypeGuard
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.utils import _pair
+
+from hptune import fastpaths
 
 aten = torch.ops.aten
 CHANNELS_LAST = torch.channels_last
+PATH = "channels_last_max_pool"  # the fast path (hptune.fastpaths): its kernels are private
+
+
+def _pair(value: int | tuple[int, ...]) -> list[int]:
+    """A window setting as [height, width] (``nn.MaxPool2d`` takes an int for both)."""
+    return [value, value] if isinstance(value, int) else list(value)
 
 
 class _ChannelsLastMaxPool(torch.autograd.Function):
@@ -66,17 +73,31 @@ class _ChannelsLastMaxPool(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, indices, out = ctx.saved_tensors
-        # aten's backward kernel works in the gradient's layout and converts the rest to it.
-        # A channels-last model's gradient arrives NCHW from Flatten: in NCHW the kernel would
-        # copy the input's gradient (64 x 64 x 24 x 24 for A's CNN) into NCHW and back.
-        grad = grad.contiguous(memory_format=ctx.layout)
-        if ctx.relu:
-            # ReLU's backward before the scatter, on the 4x smaller pooled gradient: each value
-            # lands where its window's maximum was, and that maximum is the pooled value.
-            grad = aten.threshold_backward(grad, out, 0)
-        grad_input = aten.max_pool2d_with_indices_backward(grad, x, *ctx.window, indices)
+        grad_input = fastpaths.call(PATH, _fast_backward, _plain_backward, ctx, grad)
         return (grad_input, None, *[None] * len(ctx.window))
+
+
+def _fast_backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+    """The input's gradient through aten's NCHW backward kernel, with the forward's indices."""
+    x, indices, out = ctx.saved_tensors
+    # aten's backward kernel works in the gradient's layout and converts the rest to it.
+    # A channels-last model's gradient arrives NCHW from Flatten: in NCHW the kernel would
+    # copy the input's gradient (64 x 64 x 24 x 24 for A's CNN) into NCHW and back.
+    grad = grad.contiguous(memory_format=ctx.layout)
+    if ctx.relu:
+        # ReLU's backward before the scatter, on the 4x smaller pooled gradient: each value
+        # lands where its window's maximum was, and that maximum is the pooled value.
+        grad = aten.threshold_backward(grad, out, 0)
+    return aten.max_pool2d_with_indices_backward(grad, x, *ctx.window, indices)
+
+
+def _plain_backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+    """The input's gradient as autograd computes it for ``nn.ReLU`` and ``F.max_pool2d``."""
+    x = ctx.saved_tensors[0].detach().requires_grad_()
+    with torch.enable_grad():
+        out = F.max_pool2d(torch.relu(x) if ctx.relu else x, *ctx.window)
+    (grad_input,) = torch.autograd.grad(out, x, grad)
+    return grad_input
 
 
 class ChannelsLastMaxPool2d(nn.Module):
@@ -90,21 +111,27 @@ class ChannelsLastMaxPool2d(nn.Module):
         self.relu = relu
         stride = pool.stride if pool.stride is not None else pool.kernel_size
         self.window = (
-            list(_pair(pool.kernel_size)),
-            list(_pair(stride)),
-            list(_pair(pool.padding)),
-            list(_pair(pool.dilation)),
+            _pair(pool.kernel_size),
+            _pair(stride),
+            _pair(pool.padding),
+            _pair(pool.dilation),
             pool.ceil_mode,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fastpaths.call(PATH, self._channels_last, self._plain, x)
+
+    def _plain(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(torch.relu(x) if self.relu else x)
+
+    def _channels_last(self, x: torch.Tensor) -> torch.Tensor:
         nchw = x.is_contiguous()
         if (
             x.device.type != "cpu"
             or x.dim() != 4
             or not (nchw or x.is_contiguous(memory_format=CHANNELS_LAST))
         ):
-            return self.pool(torch.relu(x) if self.relu else x)
+            return self._plain(x)
         if not (torch.is_grad_enabled() and x.requires_grad):  # evaluation: no indices kept
             if self.relu:
                 x = torch.relu(x)

@@ -77,6 +77,8 @@ DESCRIPTIONS: dict[str, str] = {
     "train.device": "auto (CUDA when present), cpu or cuda.",
     "train.cuda_graphs": "On CUDA, replay each training step from a CUDA graph.",
     "train.precision": "auto: bf16 on CPUs with native bf16, else fp32; or fp32, bf16.",
+    "train.fast_paths": "auto: hptune's fast paths (probed private torch calls); off: plain "
+    "PyTorch (HPTUNE_FAST_PATHS=off wins).",
     "train.seed": "The study's training seed.",
     "train.seed_per_trial": "Derive each trial's seed from (seed, trial number).",
     "search_space": "Parameters Optuna searches, by name, each a distribution.",

@@ -21,7 +21,7 @@ import contextlib
 import copy
 import functools
 import hashlib
-import re
+import os
 import sqlite3
 import threading
 import time
@@ -40,6 +40,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from hptune.errors import HptuneError
+from hptune.redact import redact
 
 T = TypeVar("T")
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
@@ -223,16 +224,64 @@ def trials_snapshot(study: optuna.Study) -> Iterator[None]:
         yield
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
     """Open (creating if needed) an RDB storage with heartbeats and stale-trial retry, behind
     Optuna's trial cache (``TrialCache``).
 
+    Args:
+        url: the storage's SQLAlchemy URL (in-memory SQLite is refused: the study would
+            vanish with the process, and ``continue`` or a worker could never find it).
+        create: False to read what is there (``export-report``): an SQLite file that does not
+            exist is an error, and no file is made.
+
     Raises:
-        HptuneError: a URL that is not one, a database driver that is not installed, or a
-            database that cannot be reached (before anything is written).
+        HptuneError: a URL that is not one, in-memory SQLite, a database driver that is not
+            installed, or a database that cannot be reached (before anything is written).
     """
     with _database_errors(url, "storage"):
-        return _open_storage(url)
+        path = sqlite_file(url)
+        if url.startswith("sqlite:") and path is None:
+            raise HptuneError(
+                f"storage: {url} is an in-memory database: the study would vanish when this"
+                " command ends; name a file, e.g. sqlite:///mlruns/optuna.db"
+            )
+        if not create and path is not None and not path.exists():
+            raise HptuneError(f"storage: {redact(url)}: there is no file {path}")
+        return _open_storage(url, create)
+
+
+def check_writable(url: str | None, what: str) -> None:
+    """Raise ``HptuneError`` when an SQLite store cannot be written (a read-only file system,
+    a read-only file), before anything is written: SQLite opens such a file for reading and
+    fails only at the first write, after a study started. Other URLs: left to their servers."""
+    path = sqlite_file(url)
+    if path is None:
+        return
+    if path.exists():
+        reason = _write_refused(path)
+    else:
+        folder = next(p for p in path.parents if p.exists())
+        # (As root, only a read-only file system says no.)
+        reason = None if os.access(folder, os.W_OK) else f"{folder} cannot be written"
+    if reason is not None:
+        raise HptuneError(
+            f"{what}: {redact(str(url))} cannot be written ({reason}); copy it to a folder that"
+            " can, or name another"
+        )
+
+
+def _write_refused(path: Path) -> str | None:
+    """Why SQLite refuses to write ``path``: a write is tried, and rolled back."""
+    connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("CREATE TABLE hptune_write_probe (x)")
+        connection.execute("ROLLBACK")
+    except sqlite3.Error as error:
+        return str(error)
+    finally:
+        connection.close()
+    return None
 
 
 DATABASE_SERVERS = ("postgresql", "mysql", "mssql")  # the servers MLflow's SQL store runs on
@@ -284,8 +333,10 @@ def _database_errors(url: str, what: str) -> Iterator[None]:
         raise HptuneError(f"{what}: cannot open {redact(url)}: {reason}") from None
 
 
-def _open_storage(url: str) -> optuna.storages.BaseStorage:
+def _open_storage(url: str, create: bool) -> optuna.storages.BaseStorage:
     path = sqlite_file(url)
+    # A new database is set up by one process at a time; a reader finds it set up.
+    setup = database_lock(url, "setup") if create else contextlib.nullcontext()
     with warnings.catch_warnings():
         # Heartbeats have been "experimental" since Optuna 2.8; they are what resume relies on.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -295,55 +346,55 @@ def _open_storage(url: str) -> optuna.storages.BaseStorage:
             "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
         }
         if path is None:
-            return TrialCache(RDBStorage(url, **options))  # servers lock the trial's row
+            with setup:
+                return TrialCache(RDBStorage(url, **options))  # servers lock the trial's row
         path.parent.mkdir(parents=True, exist_ok=True)
         use_wal(url)
-        return TrialCache(_SQLiteStorage(url, path, **options))
+        with setup:
+            return TrialCache(_SQLiteStorage(url, path, **options))
+
+
+def enqueue_lock(url: str, study_name: str) -> contextlib.AbstractContextManager[None]:
+    """One process at a time enqueues the rows of a study's table (``grid.enqueue_table``), so
+    that commands started at the same instant (on one machine or several, e.g. a job array)
+    queue each row once: the next one sees the rows already queued."""
+    return database_lock(url, "enqueue", study_name)
 
 
 @contextlib.contextmanager
-def enqueue_lock(url: str, study_name: str) -> Iterator[None]:
-    """One process at a time enqueues the rows of a study's table (``grid.enqueue_table``), so
-    that commands started at the same instant (on one machine or several, e.g. a job array)
-    queue each row once: the next one sees the rows already queued. SQLite: a file lock beside
-    the database; PostgreSQL: an advisory lock named after the study. Other servers keep the
-    race Optuna's ``enqueue_trial`` documents."""
+def database_lock(url: str, purpose: str, key: str = "") -> Iterator[None]:
+    """Hold a lock that every process opening ``url`` for the same ``purpose`` (and ``key``)
+    waits for: commands started at the same instant take turns. ``setup`` guards a database's
+    first set-up (Optuna's and MLflow's create their tables when they find none: two at once
+    collide, "table studies already exists", and may leave the schema half made); ``study``
+    guards creating a study and its parent run; ``enqueue`` guards queuing a table's rows.
+
+    SQLite: a file lock beside the database (``optuna.db.setup.lock``; ``key`` is not part of
+    its name, all keys share it); PostgreSQL: an advisory lock named after purpose and key;
+    other URLs: none (their servers' own transactions are all there is).
+    """
     path = sqlite_file(url)
     if path is not None:
-        with FileLock(f"{path}.enqueue.lock"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{path}.{purpose}.lock"):
             yield
         return
-    if make_url(url).get_backend_name() != "postgresql":
+    if not url.startswith("postgresql"):
         yield
         return
     from sqlalchemy import create_engine, text
 
-    digest = hashlib.sha256(f"hptune.enqueue:{study_name}".encode()).digest()
-    key = {"key": int.from_bytes(digest[:8], "big", signed=True)}
+    digest = hashlib.sha256(f"hptune.{purpose}:{key}".encode()).digest()
+    lock = {"key": int.from_bytes(digest[:8], "big", signed=True)}
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
-            connection.execute(text("SELECT pg_advisory_lock(:key)"), key)
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), lock)
+            connection.commit()  # (nothing to keep: the lock is the session's)
             try:
                 yield
             finally:
-                connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), lock)
+                connection.commit()
     finally:
         engine.dispose()
-
-
-# A URL's password: ``scheme://user:PASSWORD@`` (a password's "@" and "/" are %-encoded).
-_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@")
-
-
-def redact_text(text: str) -> str:
-    """``text`` (a study file) with the password of every URL in it replaced by ``***``."""
-    return _URL_PASSWORD.sub(r"\g<head>***@", text)
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced, fit for logs and tags."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not an SQLAlchemy URL: show it as given
-        return url

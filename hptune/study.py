@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import optuna
 
-from hptune import data, grid, interrupt, pareto, space
+from hptune import data, fastpaths, grid, interrupt, pareto, space
 from hptune.allocator import long_lived_frozen
 from hptune.attrs import FINGERPRINT_ATTR, PLANNED_ATTR, RUN_ID_ATTR
 from hptune.config import Choice, StudyConfig
@@ -26,8 +26,15 @@ from hptune.metrics import classification_details
 from hptune.objective import TRIAL_FAILURES, BestModel, Objective, StudyStopped
 from hptune.plots import gallery_figure
 from hptune.progress import Progress
+from hptune.redact import redact
 from hptune.samplers import build_pruner, build_sampler
-from hptune.storage import enqueue_lock, open_storage, redact, storage_url
+from hptune.storage import (
+    check_writable,
+    database_lock,
+    enqueue_lock,
+    open_storage,
+    storage_url,
+)
 from hptune.tracking import PARENT_RUN_ATTR, StudyTracker, check_tracking, resolve_tracking_uri
 from hptune.training import evaluate
 
@@ -80,20 +87,23 @@ def open_study(config: StudyConfig, worker: int = 0) -> optuna.Study:
     storage = open_storage(storage_url(config.storage))
     sampler, pruner = build_sampler(config), build_pruner(config)
     fingerprint = space.fingerprint(config)
-    try:
-        study = optuna.load_study(
-            study_name=config.name, storage=storage, sampler=sampler, pruner=pruner
-        )
-    except KeyError:
-        study = optuna.create_study(
-            study_name=config.name,
-            storage=storage,
-            sampler=sampler,
-            pruner=pruner,
-            directions=pareto.directions(config),  # type: ignore[arg-type]
-        )
-        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
-        return study
+    # Created with its fingerprint by one process: another started at the same instant loads
+    # it (finding it, and its fingerprint, once the lock is free).
+    with database_lock(storage_url(config.storage), "study", config.name):
+        try:
+            study = optuna.load_study(
+                study_name=config.name, storage=storage, sampler=sampler, pruner=pruner
+            )
+        except KeyError:
+            study = optuna.create_study(
+                study_name=config.name,
+                storage=storage,
+                sampler=sampler,
+                pruner=pruner,
+                directions=pareto.directions(config),  # type: ignore[arg-type]
+            )
+            study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+            return study
     if study.user_attrs.get(FINGERPRINT_ATTR) != fingerprint:
         raise StudyConflictError(
             f"study {config.name!r} in {redact(storage_url(config.storage))} was run with another "
@@ -113,19 +123,23 @@ def optimize(config: StudyConfig) -> StudyResult:
     """
     _prepare_process()
     # Everything that can fail on the user's input runs before anything is written.
+    tuned = fastpaths.enabled(config.train.fast_paths)  # (HPTUNE_FAST_PATHS checked here)
     device = resolve_device(config.train.device)
     worker_gpus(config.gpus, config.workers, device, visible_gpus())
     splits = data.load(config.data, device)
     build_sampler(config), build_pruner(config)
     tracking_uri = resolve_tracking_uri(config.tracking.uri)
     check_tracking(tracking_uri)
+    check_writable(storage_url(config.storage), "storage")
 
     study = open_study(config)
     tracker = StudyTracker(config.experiment_name, tracking_uri)
-    parent = tracker.open_parent(
-        study.user_attrs.get(PARENT_RUN_ATTR), config.name, _parent_tags(config), config.source
-    )
-    study.set_user_attr(PARENT_RUN_ATTR, parent)
+    # One parent run per study: commands started together take turns to find or create it.
+    with database_lock(storage_url(config.storage), "study", config.name):
+        parent = tracker.open_parent(
+            study.user_attrs.get(PARENT_RUN_ATTR), config.name, _parent_tags(config), config.source
+        )
+        study.set_user_attr(PARENT_RUN_ATTR, parent)
     _close_dead_trials(study, tracker)
     rows = grid.table(config) if grid.is_exhaustive(config) else None
     n_trials = config.n_trials if rows is None else _enqueue_rows(study, config, rows)
@@ -133,7 +147,7 @@ def optimize(config: StudyConfig) -> StudyResult:
     table = rows is not None
     status = "FAILED"
     try:
-        with long_lived_frozen():  # no garbage collection looks at the setup again
+        with long_lived_frozen(tuned):  # no garbage collection looks at the setup again
             if config.workers > 1 or config.gpus is not None:  # (one worker on a chosen GPU)
                 from hptune.workers import run_workers
 
@@ -250,7 +264,7 @@ def work(config: StudyConfig, n_trials: int | None, table: bool, worker: int) ->
     progress = Progress(n_trials, config.train.epochs, enabled=False)
     objective = Objective(config, splits, device, tracker, parent, progress, worker)
     try:
-        with long_lived_frozen():
+        with long_lived_frozen(fastpaths.enabled(config.train.fast_paths)):
             return run_trials(study, objective, n_trials, table)
     except StudyStopped:
         raise

@@ -15,9 +15,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,7 +29,9 @@ from mlflow.tracking import MlflowClient
 
 from hptune.errors import HptuneError
 from hptune.plots import confusion_matrix_png
-from hptune.storage import check_database, redact, redact_text, use_wal
+from hptune.redact import redact, redact_study_file
+from hptune.storage import check_database, check_writable, database_lock, sqlite_file, use_wal
+from hptune.tracking_server import check_server
 
 PARENT_RUN_ATTR = "hptune.mlflow_parent_run_id"  # kept in the Optuna study's user attributes
 
@@ -42,29 +42,41 @@ def resolve_tracking_uri(configured: str | None) -> str | None:
 
 
 def check_tracking(tracking_uri: str | None, timeout_s: float = 10) -> None:
-    """Raise ``HptuneError`` when the tracking store cannot be reached: MLflow's client retries
-    each request to a server, and each connection to a database, for minutes before it gives
-    up. A server (``http(s)://``) is asked once (any HTTP answer counts: a login page, a 404); a
-    database server is connected to once. A folder (MLflow's old file store, also MLflow's own
-    default where ``./mlruns`` holds one) is refused by MLflow 3 unless
-    ``MLFLOW_ALLOW_FILE_STORE`` is set: said here, before any store is written."""
+    """Raise ``HptuneError`` when the tracking store cannot be used, before anything is
+    written: a URI scheme MLflow has no store for; a server (``http(s)://``) that does not
+    answer, or answers but not as MLflow (another program on that port); a database server
+    that cannot be reached (MLflow's client retries each of those for minutes before it gives
+    up); an SQLite file that cannot be written (a read-only file system). A folder (MLflow's old
+    file store, also MLflow's own default where ``./mlruns`` holds one) is refused by MLflow 3
+    unless ``MLFLOW_ALLOW_FILE_STORE`` is set: said here too."""
     check_file_store(tracking_uri)
-    if not tracking_uri:
+    import mlflow
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    _check_scheme(uri)
+    if uri.startswith(("http://", "https://")):
+        check_server(uri, timeout_s)
         return
-    if not tracking_uri.startswith(("http://", "https://")):
-        check_database(tracking_uri, "MLflow tracking store")
-        return
-    parts = urllib.parse.urlsplit(tracking_uri)
-    address = parts._replace(netloc=parts.netloc.rpartition("@")[2])  # without user:password@
+    check_database(uri, "MLflow tracking store")
+    check_writable(uri, "MLflow tracking store")
+
+
+def _check_scheme(uri: str) -> None:
+    """Raise ``HptuneError`` for a URI no MLflow tracking store is registered for."""
+    # Probe: MLflow's registry of tracking stores is private; its lookup is what MlflowClient
+    # does first. Without it, MLflow's own error comes later.
     try:
-        urllib.request.urlopen(urllib.parse.urlunsplit(address), timeout=timeout_s).close()
-    except urllib.error.HTTPError:
-        return  # it answered
-    except OSError as error:  # refused, unknown host, timed out
-        reason = getattr(error, "reason", error)
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+    except ImportError:
+        return
+    try:
+        _tracking_store_registry.get_store_builder(uri)
+    except Exception:
+        scheme = urllib.parse.urlsplit(uri).scheme
         raise HptuneError(
-            f"the MLflow tracking server {redact(tracking_uri)} does not answer ({reason}); start"
-            " it, or set MLFLOW_TRACKING_URI (or the study file's tracking.uri) to one that runs"
+            f"MLflow tracking store: {redact(uri)} has the scheme {scheme!r}, which MLflow has no"
+            " store for; use sqlite:///FILE, a database URL (postgresql://...) or an MLflow"
+            " server's http(s):// address"
         ) from None
 
 
@@ -93,6 +105,17 @@ def check_file_store(tracking_uri: str | None) -> None:
     )
 
 
+def open_client(tracking_uri: str | None) -> MlflowClient:
+    """An ``MlflowClient`` whose store is set up: a new database gets MLflow's tables here, one
+    process at a time (``database_lock``), so that commands started together do not both
+    create them (MLflow's own set-up does not wait for another: the second fails, and may
+    leave the schema half made)."""
+    import mlflow
+
+    with database_lock(tracking_uri or mlflow.get_tracking_uri(), "setup"):
+        return MlflowClient(tracking_uri=tracking_uri)  # opens (and, if new, sets up) the store
+
+
 class StudyTracker:
     """Runs of one study in one MLflow experiment."""
 
@@ -103,20 +126,14 @@ class StudyTracker:
         # With a tracking server, MLflow prints two "View run ... at" lines (and reads the run
         # back) at every run's end; the study's summary gives the server's URL once.
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = open_client(tracking_uri)
         self.tracking_uri = self.client.tracking_uri
         self.writer = Writer()
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
-            try:
-                self.experiment_id = self.client.create_experiment(experiment)
-            except Exception:  # another worker created it first
-                found = self.client.get_experiment_by_name(experiment)
-                if found is None:
-                    raise
-                self.experiment_id = found.experiment_id
-        else:
-            self.experiment_id = found.experiment_id
+        with database_lock(self.tracking_uri, "setup", experiment):  # one creates it
+            found = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = (
+                self.client.create_experiment(experiment) if found is None else found.experiment_id
+            )
 
     def open_parent(
         self, run_id: str | None, study_name: str, tags: Mapping[str, str], source: Path | None
@@ -131,7 +148,8 @@ class StudyTracker:
             tags={"hptune.role": "study", "hptune.study": study_name, **tags},
         )
         if source is not None:  # (shared with whoever reads the runs: no passwords)
-            self.client.log_text(run.info.run_id, redact_text(source.read_text()), source.name)
+            text = redact_study_file(source.read_text())
+            self.client.log_text(run.info.run_id, text, source.name)
         return run.info.run_id
 
     def close_parent(self, run_id: str, status: str = "FINISHED") -> None:
@@ -276,6 +294,7 @@ class TrialRun:
         self.client = client
         self.run_id = run_id
         self.writer = writer
+        self.end_tags: dict[str, str] = {}  # written by ``finish``
 
     def _write(self, call: Callable[..., object], *args: Any) -> None:
         if self.writer is None:
@@ -317,9 +336,15 @@ class TrialRun:
 
         self._write(write)
 
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Tags written with the run's end (``finish``), in the same write (e.g. the fast
+        paths its training used)."""
+        self.end_tags.update(tags)
+
     def finish(self, status: str, tags: Mapping[str, str] | None = None) -> None:
         """End the run as FINISHED, KILLED (pruned, interrupted) or FAILED, with reason tags."""
-        run_tags = [RunTag(k, v) for k, v in (tags or {}).items()]
+        every = {**self.end_tags, **(tags or {})}
+        run_tags = [RunTag(k, v) for k, v in every.items()]
 
         def write() -> None:
             if run_tags:
@@ -361,7 +386,12 @@ class StudyReader:
 
     def __init__(self, tracking_uri: str | None) -> None:
         check_tracking(tracking_uri)
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        import mlflow
+
+        found = sqlite_file(tracking_uri or mlflow.get_tracking_uri())
+        if found is not None and not found.exists():  # (a report makes no new store)
+            raise HptuneError(f"MLflow tracking store: there is no file {found}")
+        self.client = open_client(tracking_uri)
         self.tracking_uri = self.client.tracking_uri
         # One download per artifact: MLflow's progress bars would only clutter the terminal.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

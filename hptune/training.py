@@ -1,31 +1,34 @@
 """Training as a plain function: a model, device-resident data, settings, and a per-epoch callback.
 
-Nothing here knows Optuna or MLflow. The hot loop never syncs with the host: losses and correct
-counts accumulate on the device and are read once per epoch.
+``train`` plugs one model's training steps into the shared epoch driver (``hptune.epochs``):
+replayed CUDA graphs, hptune's fast CPU steps (``hptune.flat``), or the plain autograd step
+(``train_epoch``), which ``train.fast_paths: off`` and every model the fast steps do not take
+use. Nothing here knows Optuna or MLflow. The hot loop never syncs with the host: losses and
+correct counts accumulate on the device and are read once per epoch.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hptune import fastpaths
 from hptune.allocator import keep_freed_memory
 from hptune.config import TrainConfig
 from hptune.cudagraph import GraphedSteps, graph_options
 from hptune.data import Splits
 from hptune.device import compute_dtype, uses_channels_last, uses_cuda_graphs
+from hptune.epochs import Diverged as Diverged
+from hptune.epochs import EpochReport as EpochReport
+from hptune.epochs import TrainResult as TrainResult
+from hptune.epochs import run_epochs
 from hptune.flat import FlatSteps
-from hptune.gradients import gradient_stats, weight_layers
-from hptune.metrics import macro_scores
+from hptune.gradients import members_gradient_stats, weight_layers
 from hptune.pooling import fast_max_pool
 from hptune.registry import lookup
 
@@ -73,35 +76,26 @@ EVAL_CPU_BYTES = 32 * 2**20
 CPU_FUSED_OPTIMIZERS = frozenset({"sgd_momentum", "adam", "adamw", "adagrad"})
 
 
-class Diverged(Exception):
-    """The loss became NaN or infinite: a result to record (a failed trial), not a crash."""
-
-
-@dataclass(frozen=True)
-class EpochReport:
-    """One epoch's numbers under the stable metric keys (``train/loss``, ``val/accuracy``, ...)."""
-
-    epoch: int
-    metrics: dict[str, float]
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """Every epoch's report and the last epoch's validation predictions (host memory)."""
-
-    history: list[EpochReport]
-    val_predictions: np.ndarray
-
-
 EpochCallback = Callable[[EpochReport], None]
 
 
-def optimizer_options(name: str, device: torch.device, capturable: bool) -> dict[str, Any]:
-    """Constructor options: those of a CUDA graph when ``capturable``; on CPU the fused kernel
-    where the optimizer has one (``CPU_FUSED_OPTIMIZERS``)."""
+def optimizer_options(
+    name: str, device: torch.device, capturable: bool, fast: bool = True
+) -> dict[str, Any]:
+    """Constructor options: those of a CUDA graph when ``capturable``; on CPU with ``fast``
+    (``train.fast_paths``), the fused kernel where the optimizer has one
+    (``CPU_FUSED_OPTIMIZERS``) and its probe passed (``hptune.fastpaths``)."""
     if capturable:
         return graph_options(name)
-    return {"fused": True} if device.type == "cpu" and name in CPU_FUSED_OPTIMIZERS else {}
+    if (
+        fast
+        and device.type == "cpu"
+        and name in CPU_FUSED_OPTIMIZERS
+        and fastpaths.usable("fused_optimizer")
+    ):
+        fastpaths.note("fused_optimizer")
+        return {"fused": True}
+    return {}
 
 
 def make_optimizer(
@@ -111,7 +105,8 @@ def make_optimizer(
     with a step counter keep it on the device)."""
     factory = lookup(OPTIMIZERS, config.optimizer, "optimizer")
     params = list(params)
-    extra = optimizer_options(config.optimizer, params[0].device, capturable)
+    fast = fastpaths.enabled(config.fast_paths)
+    extra = optimizer_options(config.optimizer, params[0].device, capturable, fast)
     if config.weight_decay is not None:
         extra["weight_decay"] = config.weight_decay
     return factory(params, lr=config.lr, **extra)
@@ -136,133 +131,88 @@ def train(
     Raises:
         Diverged: the training or validation loss stopped being finite.
     """
-    device = splits.train_x.device
-    if device.type == "cpu":
-        keep_freed_memory()  # no page faults for the same blocks every step
-    dtype = compute_dtype(config, device)
-    if uses_channels_last(model, device, dtype):
-        model.to(memory_format=torch.channels_last)
-    x, y, batch_size = splits.train_x, splits.train_y, config.batch_size
-    steps, optimizer = make_steps(model, splits, config, dtype)
-    scheduler = lookup(SCHEDULERS, config.scheduler, "scheduler")(optimizer, config.epochs)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    val_labels = splits.val_y.cpu().numpy()  # host copy once, for macro scores each epoch
-    eval_size = eval_batch_size(model, splits.val_x, dtype)
-    layers = weight_layers(model)
-    history = []
-    predictions = np.empty(0, dtype=np.int64)
+    steps = OneModel(model, splits, config, seed)
+    callback = None if on_epoch is None else lambda _, report: on_epoch(report)
     try:
-        for epoch in range(1, config.epochs + 1):
-            started = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            order = torch.randperm(len(splits.train_x), device=device, generator=generator)
-            if steps is not None:
-                train_loss, train_correct = steps.epoch(order)
-            else:
-                train_loss, train_correct = train_epoch(
-                    model, optimizer, x, y, batch_size, order, dtype
-                )
-            val_loss, val_predictions = evaluate(
-                model, splits.val_x, splits.val_y, eval_size, dtype
-            )
-            report, predictions = epoch_report(
-                epoch,
-                splits,
-                val_labels,
-                lr,
-                started,
-                (train_loss, train_correct, val_loss, val_predictions),
-                layers,
-            )
-            if scheduler is not None:
-                scheduler.step()
-            history.append(report)
-            if on_epoch is not None:
-                on_epoch(report)
+        (outcome,) = run_epochs(steps, splits, 1, config.epochs, steps.scheduler, callback)
     finally:  # also when pruned or diverged: the model outlives the trial
-        if isinstance(steps, FlatSteps):
-            steps.release()
-    return TrainResult(history, predictions)
+        steps.release()
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+class OneModel:
+    """One model's training steps for ``hptune.epochs.run_epochs`` (a single member, 0)."""
+
+    def __init__(self, model: nn.Module, splits: Splits, config: TrainConfig, seed: int) -> None:
+        self.model, self.splits, self.config = model, splits, config
+        device = splits.train_x.device
+        self.fast = fastpaths.enabled(config.fast_paths)
+        if device.type == "cpu" and self.fast:
+            keep_freed_memory()  # no page faults for the same blocks every step
+        self.dtype = compute_dtype(config, device)
+        if uses_channels_last(model, device, self.dtype, self.fast):
+            model.to(memory_format=torch.channels_last)
+        self.steps, self.optimizer = make_steps(model, splits, config, self.dtype, self.fast)
+        self.scheduler = lookup(SCHEDULERS, config.scheduler, "scheduler")(
+            self.optimizer, config.epochs
+        )
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.eval_size = eval_batch_size(model, splits.val_x, self.dtype)
+        self.layers = weight_layers(model)
+
+    def epoch(self, active: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.splits.train_x, self.splits.train_y
+        order = torch.randperm(len(x), device=x.device, generator=self.generator)
+        if self.steps is not None:
+            loss, correct = self.steps.epoch(order)
+        else:
+            loss, correct = train_epoch(
+                self.model, self.optimizer, x, y, self.config.batch_size, order, self.dtype
+            )
+        return loss.view(1), correct.view(1)
+
+    def evaluate(self, active: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        val_x, val_y = self.splits.val_x, self.splits.val_y
+        loss, predictions = evaluate(
+            self.model, val_x, val_y, self.eval_size, self.dtype, self.fast
+        )
+        return loss.view(1), predictions.unsqueeze(0)
+
+    def gradients(self, active: list[int]) -> dict[str, torch.Tensor]:
+        return members_gradient_stats([self.layers])
+
+    def lr(self, member: int) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def release(self) -> None:
+        """Give the model its own parameter memory back (``FlatSteps``)."""
+        if isinstance(self.steps, FlatSteps):
+            self.steps.release()
 
 
 def make_steps(
-    model: nn.Module, splits: Splits, config: TrainConfig, dtype: torch.dtype | None
+    model: nn.Module,
+    splits: Splits,
+    config: TrainConfig,
+    dtype: torch.dtype | None,
+    fast: bool = True,
 ) -> tuple[GraphedSteps | FlatSteps | None, torch.optim.Optimizer]:
     """The fastest training steps that take ``model``, and their optimizer: replayed CUDA graphs,
-    else flat steps (``hptune.flat``), else None (``train_epoch``'s plain eager steps, for
-    models with buffers; bf16 under autocast)."""
+    else with ``fast`` flat steps (``hptune.flat``), else None (``train_epoch``'s plain eager
+    steps, also for models with buffers; bf16 under autocast)."""
     x, y, batch_size = splits.train_x, splits.train_y, config.batch_size
     if uses_cuda_graphs(config, x.device):
         optimizer = make_optimizer(model.parameters(), config, capturable=True)
         return GraphedSteps(model, optimizer, x, y, batch_size), optimizer
-    if FlatSteps.supports(model):
+    if fast and FlatSteps.supports(model):
         images = splits.train_x_in(dtype)  # (each step then gathers bf16 rows: half the bytes)
         steps = FlatSteps(
             model, partial(make_optimizer, config=config), images, y, batch_size, dtype
         )
         return steps, steps.optimizer
     return None, make_optimizer(model.parameters(), config)
-
-
-def epoch_report(
-    epoch: int,
-    splits: Splits,
-    val_labels: np.ndarray,
-    lr: float,
-    started: float,
-    outcome: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
-    layers: dict[str, torch.Tensor],
-) -> tuple[EpochReport, np.ndarray]:
-    """One epoch's metrics from its device tensors (train loss, train correct count, val loss,
-    val predictions), read in one host sync; also the val predictions on the host.
-
-    Raises:
-        Diverged: the training or validation loss is not finite.
-    """
-    train_loss, train_correct, val_loss, val_predictions = outcome
-    val_correct = (val_predictions == splits.val_y).sum()
-    gradients = gradient_stats(layers)
-    # The one host sync of the epoch (the predictions come along for macro-F1).
-    numbers = torch.stack([train_loss, train_correct, val_loss, val_correct, *gradients.values()])
-    values, predictions = numbers.tolist(), val_predictions.cpu().numpy()
-    seconds = time.perf_counter() - started
-    report = host_report(
-        epoch, splits, val_labels, lr, seconds, values, list(gradients), predictions
-    )
-    return report, predictions
-
-
-def host_report(
-    epoch: int,
-    splits: Splits,
-    val_labels: np.ndarray,
-    lr: float,
-    seconds: float,
-    values: list[float],
-    gradient_names: list[str],
-    predictions: np.ndarray,
-) -> EpochReport:
-    """The report from numbers on the host: train loss, train correct, val loss, val correct,
-    then the gradient statistics named ``gradient_names``; ``seconds`` the epoch took.
-
-    Raises:
-        Diverged: the training or validation loss is not finite.
-    """
-    if not (math.isfinite(values[0]) and math.isfinite(values[2])):
-        raise Diverged(f"loss is not finite at epoch {epoch} (train {values[0]}, val {values[2]})")
-    return EpochReport(
-        epoch,
-        {
-            "train/loss": values[0],
-            "train/accuracy": values[1] / len(splits.train_y),
-            "val/loss": values[2],
-            "val/accuracy": values[3] / len(splits.val_y),
-            **macro_scores(val_labels, predictions, len(splits.classes)),
-            "lr": lr,
-            "time/epoch_s": seconds,
-            **dict(zip(gradient_names, values[4:], strict=True)),
-        },
-    )
 
 
 def train_epoch(
@@ -300,13 +250,16 @@ def evaluate(
     y: torch.Tensor,
     batch_size: int | None = None,
     dtype: torch.dtype | None = None,
+    fast: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy and predicted classes over ``x`` in large batches (eval mode; by
     default ``eval_batch_size``'s); with ``dtype``, the forward under autocast to it (what
-    training computes in), the loss in fp32.
+    training computes in), the loss in fp32. With ``fast`` (by default unless
+    ``HPTUNE_FAST_PATHS=off``), CPU max-pooling in channels-last: the same numbers.
     """
     model.eval()
-    model = fast_max_pool(model).eval()  # the same numbers (CPU max-pooling in channels-last)
+    if fast if fast is not None else fastpaths.enabled("auto"):
+        model = fast_max_pool(model).eval()
     if batch_size is None:
         batch_size = eval_batch_size(model, x, dtype)
     loss_sum = torch.zeros((), device=x.device)

@@ -34,7 +34,7 @@ import optuna
 import torch
 
 from hptune import interrupt, pareto
-from hptune.allocator import imports_frozen
+from hptune.allocator import imports_frozen, own_process
 from hptune.config import StudyConfig
 from hptune.device import GPU_ENV, resolve_device, visible_gpus, worker_gpus
 from hptune.errors import HptuneError
@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     interrupt.install(signal.SIGTERM)
     orphaned = _stop_with_parent()
+    own_process()  # a worker: process-wide tuning may apply (hptune.allocator)
     parser = argparse.ArgumentParser(prog="python -m hptune.workers")
     parser.add_argument("handoff", type=Path)
     parser.add_argument("index", type=int)

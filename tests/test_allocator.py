@@ -9,19 +9,25 @@ import subprocess
 import sys
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import torch
 
+import hptune
+from hptune import allocator
 from hptune.allocator import imports_frozen, long_lived_frozen
+from hptune.studyfile import load_study_file
 
 # A fresh process each way (the thresholds are process-wide): A's CNN evaluates 500 images in
 # bf16, twice to warm up, then ten times; the page faults of each of the ten are printed.
 SCRIPT = """
 import resource, sys, torch
-from hptune.allocator import keep_freed_memory
+from hptune.allocator import keep_freed_memory, own_process
 from hptune.config import ModelConfig
 from hptune.models import build_model
 from hptune.training import evaluate
+own_process()  # (as the hptune command does)
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 torch.manual_seed(0)
@@ -66,8 +72,10 @@ class Node:
 
 
 @pytest.fixture
-def collector() -> Iterator[None]:
-    """The collector as it was, after a test that froze or disabled it."""
+def collector(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A process hptune owns (its CLI, a worker), and the collector as it was after a test that
+    froze or disabled it."""
+    monkeypatch.setattr(allocator, "_owned", True)
     enabled = gc.isenabled()
     yield
     gc.unfreeze()
@@ -111,3 +119,50 @@ def test_a_study_leaves_what_was_frozen_before_it_frozen(collector: None) -> Non
         pass
     # gc.unfreeze would thaw the caller's frozen heap along with the study's: it stays.
     assert gc.get_freeze_count() > 0
+
+
+def denormals_flushed() -> bool:
+    """Whether this thread flushes denormals: 1e-39 (denormal in float32) times one is zero."""
+    return (torch.tensor([1e-39]) * 1.0).item() == 0.0
+
+
+@pytest.fixture
+def library_caller(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
+    """This process as a notebook's: not hptune's own (a CLI test in this process claimed it),
+    denormals kept, and every call of glibc's ``mallopt`` recorded."""
+    monkeypatch.setattr(allocator, "_owned", False)
+    monkeypatch.setattr(allocator, "_done", False)
+    calls: list[object] = []
+    monkeypatch.setattr(allocator, "_mallopt", lambda *args: bool(calls.append(args)))
+    flushed = denormals_flushed()
+    torch.set_flush_denormal(False)
+    yield calls
+    torch.set_flush_denormal(flushed)
+
+
+def test_optimize_leaves_a_library_callers_process_as_it_was(
+    tmp_path: Path, mnist_dir: Path, library_caller: list[object]
+) -> None:
+    study = tmp_path / "small.yaml"
+    study.write_text(
+        "name: small\nn_trials: 2\ndata: {dataset: mnist, val_fraction: 0.2}\n"
+        "model: {width: 16, depth: 1}\ntrain: {epochs: 1, batch_size: 32, device: cpu}\n"
+        "search_space:\n  lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}\n"
+    )
+    gc.freeze()  # the caller's own frozen heap (e.g. a server that preloads and freezes)
+    frozen, enabled = gc.get_freeze_count(), gc.isenabled()
+    callers = Node()  # the caller's object, alive during the study, garbage after it
+    result = hptune.optimize(load_study_file(study))
+    assert len(result.completed) == 2
+    # No malloc tuning (glibc's thresholds cannot be read back, so none is set) ...
+    assert library_caller == [] and not allocator._done
+    # ... the CPU still keeps denormals, and the collector is as the caller left it: enabled,
+    # nothing frozen but what the caller froze (frozen objects can only die since) ...
+    assert not denormals_flushed()
+    assert gc.isenabled() == enabled
+    assert gc.get_freeze_count() <= frozen
+    # ... so the caller's garbage is collected as before (a frozen object never would be).
+    garbage = weakref.ref(callers)
+    del callers
+    gc.collect()
+    assert garbage() is None

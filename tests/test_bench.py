@@ -1,4 +1,5 @@
-"""The benchmark runs end to end on CPU with tiny sizes (it reports speed; it never asserts it)."""
+"""The benchmark (benchmarks/bench.py) runs end to end on CPU with tiny sizes (it reports speed;
+it never asserts it)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hptune import bench
+from benchmarks import bench
 from hptune.config import TrainConfig
 from hptune.device import precision_name
 
@@ -25,10 +26,15 @@ def test_benchmark_writes_the_documented_json(
     report = json.loads(out.read_text())
     (row,) = report["results"]
     fp32 = {"hptune_fp32_epoch_s", "hptune_fp32_acc"} if row["precision"] == "bf16" else set()
+    off = {"hptune_off_epoch_s", "hptune_off_acc", "hptune_off_precision"}
+    off.add("hptune_off_reference_epoch_s")
     assert set(row) == {
-        "model", "device", "precision", "reference_epoch_s", "hptune_epoch_s", "ratio",
-        "reference_acc", "hptune_acc", "peak_mem_mb", *fp32,
+        "model", "device", "fast_paths", "precision", "reference_epoch_s", "hptune_epoch_s",
+        "ratio", "reference_acc", "hptune_acc", "peak_mem_mb", *fp32, *off,
     }  # fmt: skip
+    # One run measures hptune's path with fast paths on (beside the reference) and off.
+    assert row["fast_paths"] == "auto"
+    assert row["hptune_off_epoch_s"] > 0 and row["hptune_off_acc"] > 0.5
     assert row["precision"] == precision_name(TrainConfig(), torch.device("cpu"))
     # The ratio is the two measured epoch times of the same run, not a constant.
     assert row["ratio"] == pytest.approx(row["reference_epoch_s"] / row["hptune_epoch_s"])

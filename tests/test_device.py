@@ -43,7 +43,9 @@ def test_precision_resolves_per_device(
 # values are denormal, computed by torch's two threads; the nonzero results are printed.
 DENORMALS = """
 import sys, torch
+from hptune.allocator import own_process
 from hptune.device import flush_denormals
+own_process()  # (as the hptune command does)
 if sys.argv[1] == "flush":
     assert flush_denormals()
 torch.set_num_threads(2)

@@ -48,41 +48,51 @@ def small_splits(mnist_dir: Path) -> data.Splits:
     return data.load(DataConfig(dataset="mnist", val_fraction=0.2), CPU)
 
 
-def test_loss_falls_on_real_fashion_mnist(fashion_mnist: Path) -> None:
+@pytest.fixture(params=["auto", "off"])
+def fast_paths(request: pytest.FixtureRequest) -> str:
+    """``train.fast_paths``: hptune's fast steps, and plain PyTorch (what users' own models
+    take): every behaviour below holds for both."""
+    return request.param
+
+
+def test_loss_falls_on_real_fashion_mnist(fashion_mnist: Path, fast_paths: str) -> None:
     splits = data.load(DataConfig(train_subset=3000, test_subset=500), CPU)
     seed_everything(0)
-    model = build_model(ModelConfig(hidden_sizes=[128]), splits.input_shape, 10)
-    history = train(model, splits, TrainConfig(epochs=3, batch_size=64), seed=0).history
+    model = build_model(ModelConfig(hidden_sizes=[128], dropout=0.2), splits.input_shape, 10)
+    config = TrainConfig(epochs=3, batch_size=64, fast_paths=fast_paths)  # type: ignore[arg-type]
+    history = train(model, splits, config, seed=0).history
     losses = [r.metrics["train/loss"] for r in history]
     # Three epochs on 2,700 real images: the loss falls every epoch, accuracy is far above chance.
     assert losses[0] > losses[1] > losses[2]
     assert history[-1].metrics["val/accuracy"] > 0.7
 
 
-def test_every_epoch_is_reported_with_the_stable_keys(mnist_dir: Path) -> None:
+def test_every_epoch_is_reported_with_the_stable_keys(mnist_dir: Path, fast_paths: str) -> None:
     splits = small_splits(mnist_dir)
     seen: list[EpochReport] = []
     model = build_model(ModelConfig(width=16, depth=1), splits.input_shape, 10)
-    history = train(model, splits, TrainConfig(epochs=2, scheduler="step"), 0, seen.append).history
+    config = TrainConfig(epochs=2, scheduler="step", fast_paths=fast_paths)  # type: ignore[arg-type]
+    history = train(model, splits, config, 0, seen.append).history
     assert [r.epoch for r in seen] == [1, 2] and seen == history
     assert set(seen[0].metrics) == METRIC_KEYS
     # StepLR with step_size = epochs // 3 = 1 (at least 1) and gamma 0.1 cuts lr after epoch 1.
     assert seen[1].metrics["lr"] == pytest.approx(seen[0].metrics["lr"] * 0.1)
 
 
-def test_same_seed_same_result(mnist_dir: Path) -> None:
+def test_same_seed_same_result(mnist_dir: Path, fast_paths: str) -> None:
     splits = small_splits(mnist_dir)
+    config = TrainConfig(epochs=2, fast_paths=fast_paths)  # type: ignore[arg-type]
 
     def run() -> float:
         seed_everything(3)
-        model = build_model(ModelConfig(width=16, depth=1), splits.input_shape, 10)
-        return train(model, splits, TrainConfig(epochs=2), 3).history[-1].metrics["train/loss"]
+        model = build_model(ModelConfig(width=16, depth=1, dropout=0.3), splits.input_shape, 10)
+        return train(model, splits, config, 3).history[-1].metrics["train/loss"]
 
     # Initialization and batch order both come from the trial seed.
     assert run() == run()
 
 
-def test_nan_loss_stops_training_as_diverged(mnist_dir: Path) -> None:
+def test_nan_loss_stops_training_as_diverged(mnist_dir: Path, fast_paths: str) -> None:
     splits = small_splits(mnist_dir)
     poisoned = splits.train_x.clone()
     poisoned[0, 0, 0, 0] = float("nan")
@@ -91,11 +101,11 @@ def test_nan_loss_stops_training_as_diverged(mnist_dir: Path) -> None:
     model = build_model(ModelConfig(width=16, depth=1), splits.input_shape, 10)
     # The NaN ends training with the reason, before any epoch is reported as if it were fine.
     with pytest.raises(Diverged, match="loss is not finite at epoch 1"):
-        train(model, splits, TrainConfig(epochs=3), 0, seen.append)
+        train(model, splits, TrainConfig(epochs=3, fast_paths=fast_paths), 0, seen.append)  # type: ignore[arg-type]
     assert seen == []
 
 
-def test_callback_exception_stops_training(mnist_dir: Path) -> None:
+def test_callback_exception_stops_training(mnist_dir: Path, fast_paths: str) -> None:
     splits = small_splits(mnist_dir)
     model = build_model(ModelConfig(width=16, depth=1), splits.input_shape, 10)
 
@@ -107,13 +117,36 @@ def test_callback_exception_stops_training(mnist_dir: Path) -> None:
 
     # The driver prunes by raising from the callback; training must not swallow it.
     with pytest.raises(Stop):
-        train(model, splits, TrainConfig(epochs=5), 0, stop_after_first)
+        train(model, splits, TrainConfig(epochs=5, fast_paths=fast_paths), 0, stop_after_first)  # type: ignore[arg-type]
 
 
-def test_gradient_flow_matches_the_last_batch_gradients(mnist_dir: Path) -> None:
+def test_an_interrupt_stops_training_and_leaves_a_usable_model(
+    mnist_dir: Path, fast_paths: str
+) -> None:
     splits = small_splits(mnist_dir)
     model = build_model(ModelConfig(width=16, depth=1), splits.input_shape, 10)
-    report = train(model, splits, TrainConfig(epochs=1), 0).history[0]
+    config = TrainConfig(epochs=5, fast_paths=fast_paths)  # type: ignore[arg-type]
+    seen: list[int] = []
+
+    def interrupt(report: EpochReport) -> None:
+        seen.append(report.epoch)
+        raise KeyboardInterrupt  # Ctrl-C (hptune.interrupt raises it at an epoch's end)
+
+    # An interrupt is not a trial's outcome: it goes through, after the first epoch.
+    with pytest.raises(KeyboardInterrupt):
+        train(model, splits, config, 0, interrupt)
+    assert seen == [1]
+    # The model owns its parameters again (no views of a training buffer) and still trains.
+    params = list(model.parameters())
+    assert len({p.untyped_storage().data_ptr() for p in params}) == len(params)
+    assert train(model, splits, config.model_copy(update={"epochs": 1}), 0).history
+
+
+def test_gradient_flow_matches_the_last_batch_gradients(mnist_dir: Path, fast_paths: str) -> None:
+    splits = small_splits(mnist_dir)
+    model = build_model(ModelConfig(width=16, depth=1), splits.input_shape, 10)
+    config = TrainConfig(epochs=1, fast_paths=fast_paths)  # type: ignore[arg-type]
+    report = train(model, splits, config, 0).history[0]
     first_layer = model[1].weight.grad  # Flatten, Linear (fc1), ...
     # The logged numbers are the statistics of the gradients the last step used.
     assert report.metrics["grad/fc1/mean_abs"] == pytest.approx(first_layer.abs().mean().item())

@@ -6,10 +6,39 @@ through ``hptune.tracking``) gives their curves, confusion matrices and test num
 
 from __future__ import annotations
 
+import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hptune.errors import HptuneError
+
 FORMATS = ("html", "md", "csv")
+
+
+def safe_name(name: str) -> str:
+    """``name`` (a study's, a parameter's: read from the stores, which others may write) as one
+    file or folder name that stays where it is put: no ``/``, no ``..``, no leading dot."""
+    name = re.sub(r"[^A-Za-z0-9._=-]", "_", name)
+    return "_" + name[1:] if name.startswith(".") else name or "_"
+
+
+def check_out(out: Path) -> None:
+    """Raise ``HptuneError`` when the report folder ``out`` cannot be made or written, before
+    anything is read or written: a file of that name, a file on its path, a folder that
+    refuses writes."""
+    folder = next(p for p in (out, *out.parents) if p.exists() or p == Path(p.anchor))
+    if not folder.is_dir():
+        where = "is a file" if folder == out else f"is under the file {folder}"
+        raise HptuneError(f"report folder {out} {where}: name a folder (--out)")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise HptuneError(
+            f"report folder {out}: {folder} cannot be written ({error.strerror}); name another"
+            " with --out"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -30,7 +59,8 @@ def export_report(
     """Write the report of ``study_name`` into ``out`` and log it on the study's parent run.
 
     Raises:
-        HptuneError: the study does not exist in ``storage``.
+        HptuneError: ``out`` cannot be written, or the study does not exist in ``storage``
+            (nothing is written then).
     """
     from hptune.report import render
     from hptune.report.collect import collect
@@ -38,6 +68,7 @@ def export_report(
     from hptune.report.sections import build
     from hptune.tracking import StudyReader
 
+    check_out(out)
     data = collect(study_name, storage, tracking_uri, experiment)
     sections = build(data)
     sections[1:1] = pareto_sections(data)  # after the summary; none for one objective

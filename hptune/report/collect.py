@@ -11,7 +11,8 @@ import optuna
 
 from hptune.attrs import FAIL_REASON_ATTR, FINGERPRINT_ATTR, FIT_ATTR, RUN_ID_ATTR
 from hptune.errors import HptuneError
-from hptune.storage import open_storage, redact
+from hptune.redact import redact
+from hptune.storage import open_storage
 from hptune.tracking import RunRecord, StudyReader
 
 CURVES = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "val/f1_macro")
@@ -113,10 +114,11 @@ def collect(study_name: str, storage: str, tracking_uri: str | None, experiment:
             be reached.
     """
     reader = StudyReader(tracking_uri)  # first: it checks that the tracking store answers
+    stored = open_storage(storage, create=False)  # (a report makes no new store)
     try:
-        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+        study = optuna.load_study(study_name=study_name, storage=stored)
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage))]
+        names = [s.study_name for s in optuna.get_all_study_summaries(stored)]
         raise HptuneError(
             f"no study named {study_name!r} in {redact(storage)}; "
             f"studies there: {', '.join(names) or 'none'}"

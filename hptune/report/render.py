@@ -8,6 +8,7 @@ import csv
 import html
 from pathlib import Path
 
+from hptune.report import safe_name
 from hptune.report.sections import Image, Section, Table, Text
 
 STYLE = """
@@ -108,8 +109,9 @@ def write_markdown(sections: list[Section], title: str, path: Path, figures: Pat
             if isinstance(block, Text):
                 lines += [block.text, ""]
             elif isinstance(block, Image):
-                (figures / block.name).write_bytes(block.png)
-                lines += [f"![{block.alt}]({figures.name}/{block.name})", ""]
+                name = safe_name(block.name)  # (parameter names come from the stores)
+                (figures / name).write_bytes(block.png)
+                lines += [f"![{block.alt}]({figures.name}/{name})", ""]
             else:
                 lines += [*_markdown_table(block), ""]
     path.write_text("\n".join(lines))
@@ -136,7 +138,7 @@ def write_csvs(sections: list[Section], folder: Path) -> list[Path]:
     for section in sections:
         for block in section.blocks:
             if isinstance(block, Table) and block.csv_name:
-                path = folder / block.csv_name
+                path = folder / safe_name(block.csv_name)
                 with path.open("w", newline="") as f:
                     writer = csv.writer(f)
                     writer.writerow(block.columns)

@@ -14,9 +14,9 @@ import matplotlib
 from optuna.distributions import CategoricalDistribution
 
 from hptune.metrics import FIT_RULE
+from hptune.redact import redact
 from hptune.report import figures
 from hptune.report.collect import ReportData, TrialData
-from hptune.storage import redact
 
 FIT_LABELS = ("under-fit", "good fit", "over-fit")
 

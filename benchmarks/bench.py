@@ -1,20 +1,26 @@
 """Benchmark: hptune's training path against the hand-written loop the seed experiments used.
 
-    python -m hptune.bench [--device cpu|cuda] [--epochs N] [--train-subset N] [--json PATH]
+    python benchmarks/bench.py [--device cpu|cuda] [--epochs N] [--train-subset N]
+        [--fast-paths auto,off] [--no-studies] [--json PATH]
 
-Both run in this process on the same images, model, batch size and device. The reference loop
-is the experiments' style: a per-sample torchvision dataset (``ToTensor`` + ``Normalize``), a
-shuffling ``DataLoader`` and a ``.item()`` per batch. hptune's path is ``training.train`` on
-device-resident tensors, exactly as ``hptune optimize`` calls it (``train.precision: auto``: bf16
-on a CPU with native bf16, when a second line shows the same path in fp32; on CUDA a
-second line shows it without CUDA graphs). The two alternate epoch by epoch, so drift in the
-machine's speed hits both alike. Epoch times are medians of the epochs after the first
-(warm-up); both are evaluated on the test set after every epoch (hptune's in its training
-precision, as its validation runs), and the accuracies in the table come from one fp32
+Both run in this process (hptune's own: ``hptune.allocator.own_process``) on the same images,
+model, batch size and device. The reference loop is the experiments' style: a per-sample
+torchvision dataset (``ToTensor`` + ``Normalize``), a shuffling ``DataLoader`` and a ``.item()``
+per batch. hptune's path is ``training.train`` on device-resident tensors, exactly as ``hptune
+optimize`` calls it (``train.precision: auto``: bf16 on a CPU with native bf16, when a second line
+shows the same path in fp32; on CUDA a second line shows it without CUDA graphs). The two alternate
+epoch by epoch, so drift in the machine's speed hits both alike. Epoch times are medians of the
+epochs after the first (warm-up); both are evaluated on the test set after every epoch (hptune's in
+its training precision, as its validation runs), and the accuracies in the table come from one fp32
 evaluation after the last epoch. Peak memory on CUDA is the largest allocation during one of
-hptune's epochs; on CPU the process's peak resident size. On CPU, hptune's training sets
-glibc's malloc thresholds for the whole process (``hptune.allocator``), so the reference loop
-runs with them too: the ratio compares the training paths, not the allocators.
+hptune's epochs; on CPU the process's peak resident size. On CPU, hptune's training sets glibc's
+malloc thresholds for the whole process (``hptune.allocator``), so the reference loop runs with
+them too: the ratio compares the training paths, not the allocators.
+
+``--fast-paths auto,off`` (the default) also runs hptune's path with ``train.fast_paths: off``
+(plain PyTorch on device-resident tensors, ``hptune.fastpaths``), on the same data and seed, in the
+same process, alternating with a reference run of its own: the malloc thresholds and denormal
+flushing, being process-wide, hold for it too, so that line measures the training paths alone.
 
 Batched trials train ``--members`` MLPs as one stacked model (``hptune.batched``) and the same
 trials one after the other, and compare model-epochs per second.
@@ -36,6 +42,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,12 +53,21 @@ import numpy as np
 import torch
 from torch import nn
 
+if __package__ in (None, ""):  # run as a script (python benchmarks/bench.py): find benchmarks
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.reference import reference_epoch, reference_loaders, reference_study
 from hptune import data
+from hptune.allocator import own_process
 from hptune.batched import train_batched
 from hptune.config import DataConfig, ModelConfig, StudyConfig, TrainConfig
-from hptune.device import flush_denormals, precision_name, resolve_device, uses_cuda_graphs
+from hptune.device import (
+    flush_denormals,
+    precision_name,
+    resolve_device,
+    uses_cuda_graphs,
+)
 from hptune.models import build_model
-from hptune.reference import reference_epoch, reference_loaders, reference_study
 from hptune.training import EpochReport, TrainResult, evaluate, train
 
 MODELS = {  # experiment B's MLP and experiment A's CNN, with their batch sizes
@@ -63,19 +79,64 @@ WORKERS = 2  # worker processes in the study-throughput run with ``workers``
 BATCHES = 3  # batches of ``--members`` trials in the study-throughput run with ``batch_trials``
 
 
-def compare_model(name: str, device: torch.device, epochs: int, train_subset: int | None) -> dict:
-    """One row of the table: both loops, same model, seed, epochs and batch size.
+def compare_model(
+    name: str,
+    device: torch.device,
+    epochs: int,
+    train_subset: int | None,
+    fast_paths: tuple[str, ...] = ("auto", "off"),
+) -> dict:
+    """One row of the table: both loops, same model, seed, epochs and batch size; hptune's
+    path with the first of ``fast_paths``, then again with each other one.
 
-    The two alternate epoch by epoch (a reference epoch after each of hptune's), so a change in
-    the machine's speed during the run (frequent on shared machines) slows both alike.
+    The two alternate epoch by epoch (a reference epoch after each of hptune's, a fresh
+    reference model for each of hptune's runs), so a change in the machine's speed during the
+    run (frequent on shared machines) slows both alike; each ratio compares epochs that
+    alternated.
     """
-    model_config, batch_size = MODELS[name]
+    _, batch_size = MODELS[name]
     splits = data.load(DataConfig(validation="test", train_subset=train_subset), device)
-
-    torch.manual_seed(0)
-    reference = build_model(model_config, splits.input_shape, 10).to(device)
-    optimizer = torch.optim.Adam(reference.parameters(), lr=1e-3)
     loaders = reference_loaders(train_subset, batch_size)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, fast_paths=fast_paths[0])
+    hp_epoch, hp_acc, ref_epoch, ref_acc, peak = _alternating(name, splits, config, loaders)
+    extra: dict[str, Any] = {}
+    if uses_cuda_graphs(config, device):  # what the graphs buy: the same path launched eagerly
+        eager = config.model_copy(update={"cuda_graphs": False})
+        extra["hptune_eager_epoch_s"] = _hptune_run(name, splits, eager)[0]
+    precision = precision_name(config, device)
+    if precision == "bf16":  # what bf16 buys, and its accuracy next to fp32's
+        fp32 = config.model_copy(update={"precision": "fp32"})
+        extra["hptune_fp32_epoch_s"], extra["hptune_fp32_acc"] = _hptune_run(name, splits, fp32)
+    for setting in fast_paths[1:]:  # the same path with the fast paths switched
+        other = config.model_copy(update={"fast_paths": setting})
+        seconds, accuracy, reference_s, _, _ = _alternating(name, splits, other, loaders)
+        extra[f"hptune_{setting}_epoch_s"], extra[f"hptune_{setting}_acc"] = seconds, accuracy
+        extra[f"hptune_{setting}_reference_epoch_s"] = reference_s
+        extra[f"hptune_{setting}_precision"] = precision_name(other, device)
+    return {
+        "model": name,
+        "device": str(device),
+        "fast_paths": fast_paths[0],
+        "precision": precision,
+        "reference_epoch_s": ref_epoch,
+        "hptune_epoch_s": hp_epoch,
+        "ratio": ref_epoch / hp_epoch,
+        "reference_acc": ref_acc,
+        "hptune_acc": hp_acc,
+        "peak_mem_mb": peak,
+        **extra,
+    }
+
+
+def _alternating(
+    name: str, splits: data.Splits, config: TrainConfig, loaders: Any
+) -> tuple[float, float, float, float, float]:
+    """hptune's run under ``config`` with a reference epoch after each of its epochs: hptune's
+    median epoch and accuracy, the reference's median epoch and accuracy, peak memory (MB)."""
+    device = splits.train_x.device
+    torch.manual_seed(0)
+    reference = build_model(MODELS[name][0], splits.input_shape, 10).to(device)
+    optimizer = torch.optim.Adam(reference.parameters(), lr=1e-3)
     ref_times: list[float] = []
     ref_acc, peaks = 0.0, []
 
@@ -90,29 +151,8 @@ def compare_model(name: str, device: torch.device, epochs: int, train_subset: in
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size)
     hp_epoch, hp_acc = _hptune_run(name, splits, config, reference_after)
-    ref_epoch = statistics.median(ref_times[1:])
-    extra = {}
-    if uses_cuda_graphs(config, device):  # what the graphs buy: the same path launched eagerly
-        eager = config.model_copy(update={"cuda_graphs": False})
-        extra["hptune_eager_epoch_s"] = _hptune_run(name, splits, eager)[0]
-    precision = precision_name(config, device)
-    if precision == "bf16":  # what bf16 buys, and its accuracy next to fp32's
-        fp32 = config.model_copy(update={"precision": "fp32"})
-        extra["hptune_fp32_epoch_s"], extra["hptune_fp32_acc"] = _hptune_run(name, splits, fp32)
-    return {
-        "model": name,
-        "device": str(device),
-        "precision": precision,
-        "reference_epoch_s": ref_epoch,
-        "hptune_epoch_s": hp_epoch,
-        "ratio": ref_epoch / hp_epoch,
-        "reference_acc": ref_acc,
-        "hptune_acc": hp_acc,
-        "peak_mem_mb": max(peaks),
-        **extra,
-    }
+    return hp_epoch, hp_acc, statistics.median(ref_times[1:]), ref_acc, max(peaks)
 
 
 def _hptune_run(
@@ -308,11 +348,20 @@ def batched_trials(
 
 
 def run(
-    device: str, epochs: int, train_subset: int | None, models: list[str], members: int = 8
+    device: str,
+    epochs: int,
+    train_subset: int | None,
+    models: list[str],
+    members: int = 8,
+    fast_paths: tuple[str, ...] = ("auto", "off"),
+    studies: bool = True,
 ) -> dict[str, Any]:
-    """All rows, the study throughput and batched trials, as the JSON ``--json`` writes."""
+    """All rows, and unless not ``studies`` the study throughput and batched trials, as the
+    JSON ``--json`` writes."""
     resolved = resolve_device(device)
-    results = [compare_model(name, resolved, epochs, train_subset) for name in models]
+    results = [compare_model(name, resolved, epochs, train_subset, fast_paths) for name in models]
+    if not studies:
+        return {"results": results}
     return {
         "results": results,
         "study_throughput": study_throughput(resolved, epochs, train_subset, members),
@@ -331,12 +380,12 @@ def _or_error(part: Callable[..., dict], *args: Any) -> dict:
 def format_table(report: dict[str, Any]) -> str:
     """The printed table."""
     lines = [
-        f"{'model':<6}{'device':<8}{'prec':<6}{'reference s/epoch':>19}{'hptune s/epoch':>16}"
-        f"{'ratio':>8}{'ref acc':>9}{'hptune acc':>12}{'peak MB':>10}"
+        f"{'model':<6}{'device':<8}{'fast':<6}{'prec':<6}{'reference s/epoch':>19}"
+        f"{'hptune s/epoch':>16}{'ratio':>8}{'ref acc':>9}{'hptune acc':>12}{'peak MB':>10}"
     ]
     for row in report["results"]:
         lines.append(
-            f"{row['model']:<6}{row['device']:<8}{row['precision']:<6}"
+            f"{row['model']:<6}{row['device']:<8}{row['fast_paths']:<6}{row['precision']:<6}"
             f"{row['reference_epoch_s']:>19.3f}"
             f"{row['hptune_epoch_s']:>16.3f}{row['ratio']:>7.1f}x{row['reference_acc']:>9.4f}"
             f"{row['hptune_acc']:>12.4f}{row['peak_mem_mb']:>10.0f}"
@@ -352,6 +401,9 @@ def format_table(report: dict[str, Any]) -> str:
                 f" ({row['reference_epoch_s'] / row['hptune_fp32_epoch_s']:.1f}x the reference),"
                 f" acc {row['hptune_fp32_acc']:.4f}"
             )
+        lines += _other_fast_paths(row)
+    if "study_throughput" not in report:
+        return "\n".join(lines)
     throughput = report["study_throughput"]
     lines.append(
         f"study throughput ({STUDY_TRIALS} trials): hptune {throughput['trial_epochs_per_s']:.2f}"
@@ -382,8 +434,24 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _other_fast_paths(row: dict[str, Any]) -> list[str]:
+    """A line per other ``fast_paths`` setting of a row: its epoch time, ratio and accuracy."""
+    lines = []
+    for setting in ("auto", "off"):
+        if f"hptune_{setting}_epoch_s" in row:
+            seconds = row[f"hptune_{setting}_epoch_s"]
+            reference = row[f"hptune_{setting}_reference_epoch_s"]
+            lines.append(
+                f"  {row['model']} with fast_paths {setting}"
+                f" ({row[f'hptune_{setting}_precision']}): {seconds:.3f} s/epoch, reference"
+                f" {reference:.3f} alternating with it: {reference / seconds:.1f}x,"
+                f" acc {row[f'hptune_{setting}_acc']:.4f}"
+            )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m hptune.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench.py", description=__doc__)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--epochs", type=int, default=4, help="≥2: the first is a warm-up")
     parser.add_argument("--train-subset", type=int, default=None)
@@ -391,12 +459,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--members", type=int, default=8, help="trials in the batched runs (stacked, and a study)"
     )
+    parser.add_argument(
+        "--fast-paths",
+        default="auto,off",
+        help="train.fast_paths settings, comma-separated: the first beside the reference loop",
+    )
+    parser.add_argument(
+        "--no-studies", action="store_true", help="skip the study throughput and batched trials"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be at least 2 (the first epoch is a warm-up)")
+    fast_paths = tuple(args.fast_paths.split(","))
+    if not set(fast_paths) <= {"auto", "off"} or len(set(fast_paths)) != len(fast_paths):
+        parser.error("--fast-paths takes auto and/or off, comma-separated")
+    own_process()  # hptune's own process: its process-wide tuning applies, as in the CLI
     flush_denormals()  # as hptune.optimize does, for both loops of this process
-    report = run(args.device, args.epochs, args.train_subset, args.models.split(","), args.members)
+    report = run(
+        args.device, args.epochs, args.train_subset, args.models.split(","), args.members,
+        fast_paths, not args.no_studies,
+    )  # fmt: skip
     print(format_table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -1,4 +1,4 @@
-"""The seed experiments' hand-written training loop, the benchmark's reference (``hptune.bench``).
+"""The seed experiments' hand-written training loop, the benchmark's reference (``bench.py``).
 
 A per-sample torchvision dataset (``ToTensor`` + ``Normalize``), a shuffling ``DataLoader`` and
 a ``.item()`` per batch; as a study, Optuna's PyTorch example pattern with MLflow logging.
