@@ -129,15 +129,19 @@ class _Batch:
                     if not pruned and not isinstance(result, TRIAL_FAILURES):
                         unexpected = unexpected or result
                 else:
-                    value = objective.complete(member, model, result)
-                    if best is None or better(self.study, value, best):
-                        best = value
-                    self._tell(member, value, objective.completed_with(value), best)
+                    values = objective.complete(member, model, result)  # one objective
+                    if best is None or better(self.study, values[0], best):
+                        best = values[0]
+                    self._tell(member, values, objective.completed_with(values), best)
         if unexpected is not None:
             raise unexpected  # as study.optimize does with an error that is not a result
 
     def _tell(
-        self, member: Running, outcome: float | TrialState, text: str, best: float | None = None
+        self,
+        member: Running,
+        outcome: list[float] | TrialState,
+        text: str,
+        best: float | None = None,
     ) -> None:
         """Tell Optuna a member's outcome; ``text`` and ``best`` (counting it) for progress."""
         self.heartbeats.discard(member.trial)

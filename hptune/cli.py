@@ -91,6 +91,11 @@ def validate(study_file: Path, overrides: tuple[str, ...]) -> None:
     type=click.IntRange(min=1),
     help="Processes training trials side by side (CPU threads are split among them).",
 )
+@click.option(
+    "--gpus",
+    metavar="0,1,...",
+    help="GPUs the workers are spread over, one each in turn (default: all visible).",
+)
 def optimize(
     study_file: Path,
     overrides: tuple[str, ...],
@@ -100,6 +105,7 @@ def optimize(
     storage: str | None,
     study_name: str | None,
     workers: int | None,
+    gpus: str | None,
 ) -> None:
     """Run (or continue) the study described by STUDY_FILE."""
     with imports_frozen():  # torch, optuna, mlflow: ~1 s less without collections
@@ -117,6 +123,7 @@ def optimize(
         "train.device": device,
         "storage": storage,
         "workers": workers,
+        "gpus": f"[{gpus}]" if gpus else None,
     }
     extra = [f"{key}={value}" for key, value in flags.items() if value is not None]
     config = load_study_file(study_file, [*overrides, *extra], study_name=study_name)
@@ -204,6 +211,84 @@ def _study_of_experiment(tracking_uri: str | None, experiment: str) -> str:
             f"MLflow experiment {experiment!r} has no single hptune study; use --study NAME"
         )
     return parent.tags["hptune.study"]
+
+
+@main.command()
+def schema() -> None:
+    """Print the study file's JSON Schema (the repository keeps it as schema/study.schema.json)."""
+    from hptune.schema import schema_text
+
+    click.echo(schema_text(), nl=False)
+
+
+def _study_and_storage(
+    study_file: Path | None, study_name: str | None, storage: str | None
+) -> tuple[str, str]:
+    """The study's name and storage URL, from a study file or ``--study NAME``."""
+    from hptune.storage import storage_url
+
+    if study_file is not None:
+        from hptune.studyfile import load_study_file
+
+        config = load_study_file(study_file, study_name=study_name)
+        return config.name, storage_url(storage or config.storage)
+    if study_name is None:
+        raise HptuneError("name the study: a STUDY_FILE or --study NAME")
+    return study_name, storage_url(storage)
+
+
+@main.command()
+@click.argument("study_file", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "--study", "study_name", metavar="NAME", help="The study's name (default: the file's)."
+)
+@click.option("--storage", metavar="URL", help="Optuna storage URL (default: the file's).")
+@click.option("--watch", is_flag=True, help="Refresh until Ctrl-C.")
+@click.option(
+    "--interval", type=click.FloatRange(min=0.1), default=5.0, help="Seconds between refreshes."
+)
+def status(
+    study_file: Path | None,
+    study_name: str | None,
+    storage: str | None,
+    watch: bool,
+    interval: float,
+) -> None:
+    """What a study is doing: trials by state, running trials, best so far, time to finish."""
+    import time
+
+    with imports_frozen():
+        from hptune.status import format_status, load_existing_study, read_status
+
+    name, url = _study_and_storage(study_file, study_name, storage)
+    study = load_existing_study(name, url)
+    if not watch:
+        click.echo(format_status(read_status(study)))
+        return
+    try:
+        while True:
+            text = format_status(read_status(study))
+            click.clear()
+            click.echo(f"{time.strftime('%H:%M:%S')} (every {interval:g} s; Ctrl-C stops)\n{text}")
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return  # how a watch ends: nothing was interrupted
+
+
+@main.command()
+@study_file
+@click.option("--trial", "number", type=click.IntRange(min=0), required=True, help="Its number.")
+@click.option("--storage", metavar="URL", help="Optuna storage URL (default: the file's).")
+@click.option("--study-name", metavar="NAME", help="A study run from this file under this name.")
+def replay(study_file: Path, number: int, storage: str | None, study_name: str | None) -> None:
+    """Train trial N again from its stored parameters and seed; compare its epochs."""
+    with imports_frozen():
+        from hptune.replay import format_replay, replay_trial
+        from hptune.studyfile import load_study_file
+
+    extra = [f"storage={storage}"] if storage else []
+    config = load_study_file(study_file, extra, study_name=study_name)
+    click.echo(format_replay(replay_trial(config, number)))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,13 +26,21 @@ from hptune import registry
 from hptune.imports import UserCallable, spec_text
 
 
-def _one_of(valid: Sequence[str], kind: str) -> Callable[[str], str]:
-    def check(name: str) -> str:
-        if name not in valid:
-            raise ValueError(registry.unknown_name_message(kind, name, valid))
+@dataclass(frozen=True)
+class OneOf:
+    """A registry-name check; ``hptune.schema`` lists ``valid`` as the field's allowed names."""
+
+    valid: Sequence[str]
+    kind: str
+
+    def __call__(self, name: str) -> str:
+        if name not in self.valid:
+            raise ValueError(registry.unknown_name_message(self.kind, name, self.valid))
         return name
 
-    return check
+
+def _one_of(valid: Sequence[str], kind: str) -> Callable[[str], str]:
+    return OneOf(tuple(valid), kind)
 
 
 Activation = Annotated[str, AfterValidator(_one_of(registry.ACTIVATIONS, "activation"))]
@@ -54,7 +63,9 @@ def _dataset_name(name: str) -> str:
 Dataset = Annotated[str, AfterValidator(_dataset_name)]
 SamplerName = Annotated[str, AfterValidator(_one_of(registry.SAMPLERS, "sampler"))]
 PrunerName = Annotated[str, AfterValidator(_one_of(registry.PRUNERS, "pruner"))]
-Metric = Annotated[str, AfterValidator(_one_of(registry.METRICS, "metric"))]
+Metric = Annotated[
+    str, AfterValidator(_one_of(registry.METRICS + registry.TRIAL_METRICS, "metric"))
+]
 
 # A search-space choice is what Optuna can store: a categorical of scalars.
 Choice = bool | int | float | str
@@ -72,10 +83,32 @@ class ObjectiveConfig(_Section):
 
     @property
     def resolved_direction(self) -> str:
-        """The direction, defaulting to minimize for losses and maximize for everything else."""
+        """The direction, defaulting to minimize for losses, size and latency (``model/``) and
+        maximize for everything else."""
         if self.direction is not None:
             return self.direction
-        return "minimize" if self.metric.endswith("loss") else "maximize"
+        lower_is_better = self.metric.endswith("loss") or self.metric in registry.TRIAL_METRICS
+        return "minimize" if lower_is_better else "maximize"
+
+
+class SelectConfig(_Section):
+    """Which trial of a multi-objective study's Pareto front is its one "best" model
+    (``hptune.pareto.select``): ``first``, the front's best on the first objective; ``knee``,
+    the front's trial nearest the ideal point (objectives scaled to the front's range);
+    ``budget``, the best on ``metric`` among trials within every ``budget`` limit (an upper
+    limit for a minimized objective, a lower one for a maximized objective)."""
+
+    rule: Literal["first", "knee", "budget"] = "first"
+    metric: Metric | None = None
+    budget: dict[Metric, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _budget_needs_limits(self) -> SelectConfig:
+        if self.rule == "budget" and not self.budget:
+            raise ValueError("rule 'budget' needs limits, e.g. budget: {model/params: 100000}")
+        if self.rule != "budget" and (self.budget or self.metric):
+            raise ValueError(f"metric and budget belong to rule 'budget', not {self.rule!r}")
+        return self
 
 
 class SamplerConfig(_Section):
@@ -171,7 +204,9 @@ class ModelConfig(_Section):
     dense_layers: int = Field(1, ge=1)
     neurons: int = Field(100, ge=1)
 
-    @field_validator("hidden_sizes", mode="before")
+    @field_validator(
+        "hidden_sizes", mode="before", json_schema_input_type=list[int] | str | int | None
+    )
     @classmethod
     def _sizes_from_text(cls, value: Any) -> Any:
         """``"512-256-128"`` or ``32`` -> a list, so a search-space choice can name a shape."""
@@ -356,13 +391,19 @@ class StudyConfig(_Section):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)
     description: str = ""
-    objective: ObjectiveConfig = ObjectiveConfig()
+    # One objective, or several (a list) for a Pareto front; ``objectives`` reads either.
+    objective: ObjectiveConfig | Annotated[list[ObjectiveConfig], Field(min_length=1)] = (
+        ObjectiveConfig()
+    )
+    select: SelectConfig | None = None
     n_trials: int | None = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0)
     # Trials asked at a time; those sharing an architecture train as one stacked model.
     batch_trials: int = Field(1, ge=1)
     # Worker processes sharing the study (hptune/workers.py); CPU threads are split among them.
     workers: int = Field(1, ge=1)
+    # GPUs the workers are spread over, round-robin (None: every visible one).
+    gpus: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)
     storage: str | None = None
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
@@ -378,6 +419,11 @@ class StudyConfig(_Section):
     _source: Path | None = PrivateAttr(None)
     # The ``--set`` overrides (and CLI flags written as such) this config was read with.
     _overrides: tuple[str, ...] = PrivateAttr(())
+
+    @property
+    def objectives(self) -> list[ObjectiveConfig]:
+        """The study's objectives, in order (one for a single-objective study)."""
+        return self.objective if isinstance(self.objective, list) else [self.objective]
 
     @property
     def source(self) -> Path | None:

@@ -22,13 +22,16 @@ if TYPE_CHECKING:
 
 def describe_study(config: StudyConfig) -> str:
     """What ``hptune validate`` prints: the study, its fixed settings and its search space."""
+    from hptune.pareto import rule_text
     from hptune.samplers import build_pruner, build_sampler
 
     build_sampler(config), build_pruner(config)  # their constructors check the options
     model, train = config.model, config.train
     lines = [
         f"study: {config.name}" + (f"  ({config.source})" if config.source else ""),
-        f"objective: {config.objective.resolved_direction} {config.objective.metric}",
+        "objective: "
+        + ", ".join(f"{o.resolved_direction} {o.metric}" for o in config.objectives)
+        + (f" (best: {rule_text(config)})" if len(config.objectives) > 1 else ""),
         (
             f"sampler: {grid.table_kind(config)}, every configuration enqueued in order   "
             if grid.is_exhaustive(config)
@@ -117,7 +120,12 @@ def summarize_result(
     lines = [f"study {result.study.study_name}: {trial_counts(trials)}"]
     if result.configurations is not None:
         lines.append(f"configurations: {result.configurations_run} of {result.configurations} run")
-    if result.completed:
+    if result.completed and len(result.study.directions) > 1:
+        from hptune.pareto import front
+
+        numbers = ", ".join(str(trial.number) for trial in front(result.study))
+        lines.append(f"pareto front: trials {numbers} (the report compares them)")
+    elif result.completed:
         best = result.study.best_trial
         params = ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()

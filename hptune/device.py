@@ -4,6 +4,9 @@ and the CPU's handling of denormal floats. Nothing here knows Optuna or MLflow.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
+
 import torch
 from torch import nn
 
@@ -106,3 +109,45 @@ def uses_channels_last(
         and (device.type == "cuda" or dtype == torch.bfloat16)
         and any(isinstance(m, nn.Conv2d) for m in model.modules())
     )
+
+
+GPU_ENV = "HPTUNE_GPU"  # a worker's GPU (as CUDA_VISIBLE_DEVICES names it), set by its parent
+
+
+def visible_gpus(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The GPUs this process sees, as a child's ``CUDA_VISIBLE_DEVICES`` names them: entries of
+    this process's own ``CUDA_VISIBLE_DEVICES`` when set, else ``0 .. device_count - 1``."""
+    environ = os.environ if environ is None else environ
+    count = torch.cuda.device_count()  # (asks the driver without starting CUDA here)
+    listed = environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [part.strip() for part in listed.split(",") if part.strip()][:count]
+    return [str(index) for index in range(count)]
+
+
+def worker_gpus(
+    gpus: Sequence[int] | None, workers: int, device: torch.device, visible: Sequence[str]
+) -> list[str] | None:
+    """Each worker's GPU, round-robin over ``gpus`` (indices into ``visible``; None: all of
+    them), as its ``CUDA_VISIBLE_DEVICES``; None when the workers do not train on CUDA.
+
+    Raises:
+        HptuneError: GPUs named for CPU training, or a GPU that is not visible.
+    """
+    if device.type != "cuda":
+        if gpus is not None:
+            raise HptuneError(
+                f"gpus={list(gpus)} needs CUDA, but trials train on {device.type}; "
+                "drop --gpus or use --device cuda"
+            )
+        return None
+    chosen = list(range(len(visible))) if gpus is None else list(gpus)
+    if not chosen:
+        return None
+    hidden = [index for index in chosen if index >= len(visible)]
+    if hidden:
+        raise HptuneError(
+            f"gpus: GPU {', '.join(map(str, hidden))} is not visible; this process sees "
+            f"{len(visible)} (indices 0-{len(visible) - 1})"
+        )
+    return [visible[chosen[worker % len(chosen)]] for worker in range(workers)]

@@ -7,18 +7,30 @@ trials trained together (``hptune.batchrun``).
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import optuna
 import torch
 
-from hptune import data, fastpaths, interrupt, space
-from hptune.attrs import FAIL_REASON_ATTR, FIT_ATTR, INTERRUPTED, RETRY_OF_ATTR, RUN_ID_ATTR
+from hptune import data, fastpaths, interrupt, pareto, registry, space
+from hptune.attrs import (
+    EPOCH_ATTR,
+    FAIL_REASON_ATTR,
+    FIT_ATTR,
+    INTERRUPTED,
+    RETRY_OF_ATTR,
+    RUN_ID_ATTR,
+    WORKER_ATTR,
+)
 from hptune.config import MODEL_SETTINGS, Choice, ModelConfig, StudyConfig, TrainConfig
-from hptune.device import precision_name
+from hptune.device import GPU_ENV, precision_name
 from hptune.imports import spec_text
 from hptune.metrics import classification_details, curve_summary, fit_diagnosis
+from hptune.modelcost import LATENCY_BATCH, latency_ms, trainable_parameters
 from hptune.models import build_model
 from hptune.progress import Progress
 from hptune.tracking import StudyTracker, TrialRun
@@ -174,9 +186,25 @@ class Objective:
         self.parent_run_id = parent_run_id
         self.progress = progress
         self.val_labels = splits.val_y.cpu().numpy()
-        self.best: BestModel | None = None
+        self.metrics = [objective.metric for objective in config.objectives]
+        # The metric reported to Optuna each epoch (for pruning): one per-epoch objective.
+        single = len(self.metrics) == 1 and self.metrics[0] not in registry.TRIAL_METRICS
+        self.reported = self.metrics[0] if single else None
+        self._best: BestModel | None = None
+        self.front: dict[int, BestModel] = {}  # several objectives: this process's front
+        self.values: dict[int, list[float]] = {}  # its values, each to be minimized
+        self.study: optuna.Study | None = None
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    @property
+    def best(self) -> BestModel | None:
+        """The best complete trial this process trained, with its model: for several
+        objectives, the ``select`` rule's trial of the study's front if it is one of ours."""
+        if len(self.metrics) == 1 or self.study is None:
+            return self._best
+        chosen = pareto.select(self.study, self.config)
+        return self.front.get(chosen.number) if chosen is not None else None
+
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
         running = self.begin(trial)
         self.progress.trial_started(trial.number, running.config.train.epochs)
         try:
@@ -193,17 +221,23 @@ class Objective:
             self.record_error(running, error)
             self.progress.trial_ended(trial.number, ended_with(error))
             raise
-        value = self.complete(running, model, result)
+        values = self.complete(running, model, result)
+        if len(values) > 1:
+            self.progress.trial_ended(trial.number, self.completed_with(values))
+            return values
         # The stored best does not hold this trial yet (Optuna stores it after this returns).
         best = best_value(trial.study)
-        if best is None or better(trial.study, value, best):
-            best = value
-        self.progress.trial_ended(trial.number, self.completed_with(value), best)
-        return value
+        if best is None or better(trial.study, values[0], best):
+            best = values[0]
+        self.progress.trial_ended(trial.number, self.completed_with(values), best)
+        return values[0]
 
-    def completed_with(self, value: float) -> str:
+    def completed_with(self, values: list[float]) -> str:
         """How a complete trial ended, for the progress line."""
-        return f"complete: {self.config.objective.metric} {value:.4g}"
+        scores = ", ".join(
+            f"{o.metric} {v:.4g}" for o, v in zip(self.config.objectives, values, strict=True)
+        )
+        return f"complete: {scores}"
 
     def begin(self, trial: optuna.Trial) -> Running:
         """Choose the trial's parameters and create its MLflow run."""
@@ -216,17 +250,36 @@ class Objective:
             self.config.name,
             trial.number,
             {"trial_number": trial.number, **logged_params(trial_config, seed, self.device)},
-            {"hptune.worker": str(self.worker)} if self.worker else {},
+            self.run_tags(),
             searched=params,
-            objective=self.config.objective.metric,
+            objective=self.config.objectives[0].metric,
         )
         running = Running(trial, params, trial_config, seed, run)
         try:
             trial.set_user_attr(RUN_ID_ATTR, run.run_id)
+            trial.set_user_attr(WORKER_ATTR, self.process_info(trial_config))
         except BaseException as error:  # e.g. Ctrl-C: the run just created ends with it
             self.record_error(running, error)
             raise
         return running
+
+    def run_tags(self) -> dict[str, str]:
+        """The worker process and the GPU it is pinned to (``hptune.workers``), when set."""
+        gpu = os.environ.get(GPU_ENV)
+        return {
+            **({"hptune.worker": str(self.worker)} if self.worker else {}),
+            **({"hptune.gpu": gpu} if gpu is not None else {}),
+        }
+
+    def process_info(self, trial_config: StudyConfig) -> dict[str, Any]:
+        """Where the trial runs, for ``hptune status``: host, process, GPU, planned epochs."""
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "gpu": os.environ.get(GPU_ENV),
+            "epochs": trial_config.train.epochs,
+            "threads": torch.get_num_threads(),  # (a replay computes with as many)
+        }
 
     def build(self, running: Running) -> torch.nn.Module:
         """The trial's model, initialized from its seed, on the training device."""
@@ -248,8 +301,12 @@ class Objective:
         with interrupt.held():
             running.run.log_epoch(report.epoch, report.metrics)
             self.progress.epoch(report.metrics)
-            running.trial.report(report.metrics[self.config.objective.metric], report.epoch)
-            prune = running.trial.should_prune()
+            prune = False
+            if self.reported is not None:
+                running.trial.report(report.metrics[self.reported], report.epoch)
+                prune = running.trial.should_prune()
+            else:  # Optuna takes no reports here: the epoch, for hptune status
+                running.trial.set_user_attr(EPOCH_ATTR, report.epoch)
         interrupt.check()
         if prune:
             raise optuna.TrialPruned(str(report.epoch))
@@ -272,11 +329,27 @@ class Objective:
         else:
             run.finish("FAILED", {"hptune.state": "failed", "hptune.fail_reason": repr(error)})
 
-    def complete(self, running: Running, model: torch.nn.Module, result: TrainResult) -> float:
-        """Log a trained trial's outcome and return its objective value."""
+    def costs(self, model: torch.nn.Module) -> dict[str, float]:
+        """The trained model's per-trial metrics: its size, and its latency when an objective
+        needs it (a measurement costs ~``REPEATS`` forward passes)."""
+        costs = {"model/params": float(trainable_parameters(model))}
+        if "model/latency_ms" in self.metrics:
+            images = self.splits.val_x[:LATENCY_BATCH]
+            costs["model/latency_ms"] = latency_ms(model, images)
+            costs["model/latency_batch_size"] = float(len(images))
+        return costs
+
+    def complete(
+        self, running: Running, model: torch.nn.Module, result: TrainResult
+    ) -> list[float]:
+        """Log a trained trial's outcome and return its objective values (one per objective)."""
         trial, run = running.trial, running.run
         run.set_tags(fastpaths.trial_tags())
-        value = result.history[-1].metrics[self.config.objective.metric]
+        costs = self.costs(model)
+        run.log_metrics(costs)
+        final = {**result.history[-1].metrics, **costs}
+        values = [final[metric] for metric in self.metrics]
+        value = values[0]
         predictions = result.val_predictions
         history = [(report.epoch, report.metrics) for report in result.history]
         fit = fit_diagnosis([m for _, m in history])
@@ -288,12 +361,29 @@ class Objective:
             history,
         )
         run.finish("FINISHED", {"hptune.state": "complete", FIT_ATTR: fit})
-        if self.best is None or better(trial.study, value, self.best.value):
+        kept = BestModel(trial.number, run.run_id, value, model.cpu())
+        if len(values) > 1:
+            self.study = trial.study
+            self._keep_on_front(kept, values)
+        elif self._best is None or better(trial.study, value, self._best.value):
             # The best trial this process trained: ``optimize`` logs its model if it is the
             # study's best (``_finish``), so it is compared with this process's trials only,
             # without a storage read per trial.
-            self.best = BestModel(trial.number, run.run_id, value, model.cpu())
-        return value
+            self._best = kept
+        return values
+
+    def _keep_on_front(self, kept: BestModel, values: list[float]) -> None:
+        """Keep the model of a trial that no earlier trial of this process dominates, and drop
+        the ones it dominates: the select rule's trial is on the study's front, so on ours."""
+        mine = pareto.lower_is_better(values, pareto.directions(self.config))
+        scored = {number: self.values[number] for number in self.front}
+        if any(pareto.dominates(other, mine) for other in scored.values()):
+            return
+        for number, other in scored.items():
+            if pareto.dominates(mine, other):
+                del self.front[number], self.values[number]
+        self.front[kept.number] = kept
+        self.values[kept.number] = mine
 
 
 def ended_with(error: BaseException) -> str:
@@ -309,6 +399,8 @@ def ended_with(error: BaseException) -> str:
 
 def best_value(study: optuna.Study) -> float | None:
     """The best complete trial's value, or None before any trial completed."""
+    if len(study.directions) > 1:
+        return None  # a front, not one value
     try:
         return study.best_value
     except ValueError:

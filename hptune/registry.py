@@ -29,7 +29,9 @@ OPTIMIZERS = ("sgd", "sgd_momentum", "adam", "adamw", "nadam", "rmsprop", "adagr
 SCHEDULERS = ("none", "step", "cosine", "exponential")
 MODELS = ("mlp", "cnn", "convnet")
 DATASETS = ("fashion_mnist", "mnist")
-SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp", "grid")
+SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp", "grid", "nsga2", "nsga3")
+# Samplers that cannot optimize several objectives at once (Optuna raises for them).
+SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "threshold", "none")
 # Per-epoch metric keys; stable, documented in the README, because users chart them.
 METRICS = (
@@ -41,6 +43,8 @@ METRICS = (
     "val/precision_macro",
     "val/recall_macro",
 )
+# Per-trial metrics, measured once after training: usable as objectives, not for pruning.
+TRIAL_METRICS = ("model/params", "model/latency_ms")
 
 V = TypeVar("V")
 

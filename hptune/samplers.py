@@ -40,6 +40,8 @@ SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
     "qmc": optuna.samplers.QMCSampler,
     "gp": optuna.samplers.GPSampler,
     "grid": TableGridSampler,
+    "nsga2": optuna.samplers.NSGAIISampler,
+    "nsga3": optuna.samplers.NSGAIIISampler,
 }
 
 PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {

@@ -84,8 +84,17 @@ def fingerprint(config: StudyConfig) -> str:
             "search_space": {
                 k: v.model_dump(exclude_none=True) for k, v in full_space(config).items()
             },
-            "objective": config.objective.metric,
-            "direction": config.objective.resolved_direction,
+            "objective": config.objectives[0].metric,
+            "direction": config.objectives[0].resolved_direction,
+            # (Single-objective studies keep the fingerprint they were stored with.)
+            **(
+                {
+                    "objectives": [o.metric for o in config.objectives],
+                    "directions": [o.resolved_direction for o in config.objectives],
+                }
+                if len(config.objectives) > 1
+                else {}
+            ),
         },
         sort_keys=True,
     )

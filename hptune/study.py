@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import optuna
 
-from hptune import data, datacache, fastpaths, grid, interrupt, notes, space
+from hptune import data, datacache, fastpaths, grid, interrupt, notes, pareto, space
 from hptune.allocator import long_lived_frozen
-from hptune.attrs import FINGERPRINT_ATTR, RUN_ID_ATTR, SETTINGS_ATTR
+from hptune.attrs import FINGERPRINT_ATTR, PLANNED_ATTR, RUN_ID_ATTR, SETTINGS_ATTR
 from hptune.config import Choice, StudyConfig
-from hptune.device import flush_denormals, resolve_device
+from hptune.device import flush_denormals, resolve_device, visible_gpus, worker_gpus
 from hptune.environment import restored_environment
 from hptune.errors import ConfigError, StudyConflictError
 from hptune.imports import spec_text
@@ -114,7 +114,7 @@ def open_study(config: StudyConfig, worker: int = 0) -> optuna.Study:
                 storage=storage,
                 sampler=sampler,
                 pruner=pruner,
-                direction=config.objective.resolved_direction,  # type: ignore[arg-type]
+                directions=pareto.directions(config),  # type: ignore[arg-type]
             )
             study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
             study.set_user_attr(SETTINGS_ATTR, compared_settings(config))
@@ -168,6 +168,7 @@ def _optimize(config: StudyConfig) -> StudyResult:
     tuned = fastpaths.enabled(config.train.fast_paths)  # (HPTUNE_FAST_PATHS checked here)
     device = resolve_device(config.train.device)
     _check_importable(config)
+    worker_gpus(config.gpus, config.workers, device, visible_gpus())
     splits = data.load(config.data, device, config.source)
     dry_run(  # the model of the space's first point, through two samples
         config.with_params(space.first_point(config)).model,
@@ -198,16 +199,19 @@ def _optimize(config: StudyConfig) -> StudyResult:
     _close_dead_trials(study, tracker)
     rows = grid.table(config) if grid.is_exhaustive(config) else None
     n_trials = config.n_trials if rows is None else _enqueue_rows(study, config, rows)
+    _plan(study, n_trials)
     table = rows is not None
     status = "FAILED"
     try:
         with long_lived_frozen(tuned):  # no garbage collection looks at the setup again
-            if config.workers > 1:
+            if config.workers > 1 or config.gpus is not None:  # (one worker on a chosen GPU)
                 from hptune.workers import run_workers
 
                 best = run_workers(config, study, n_trials, table)
             else:
-                progress = Progress(n_trials, config.train.epochs, metric=config.objective.metric)
+                progress = Progress(
+                    n_trials, config.train.epochs, metric=config.objectives[0].metric
+                )
                 objective = Objective(config, splits, device, tracker, parent, progress)
                 best = run_trials(study, objective, n_trials, table)
             tracker.flush()  # every trial's run stored before the study's summary is written
@@ -229,7 +233,7 @@ def _optimize(config: StudyConfig) -> StudyResult:
         config.experiment_name,
         registered_model=registered,
         experiment_id=tracker.experiment_id,
-        objective=config.objective.metric,
+        objective=config.objectives[0].metric,
     )
     if rows is not None:
         keys = {grid.row_key(row) for row in rows}
@@ -283,7 +287,7 @@ def _parent_tags(config: StudyConfig, splits: data.Splits) -> dict[str, str]:
 
 def _study_note(config: StudyConfig, splits: data.Splits, best: str | None = None) -> str:
     """The study run's description: what it searches, on which data, and its best trial."""
-    objective = f"{config.objective.resolved_direction} {config.objective.metric}"
+    objective = f"{config.objectives[0].resolved_direction} {config.objectives[0].metric}"
     kind = grid.table_kind(config)
     how = f"sampler {config.sampler.name}" if kind is None else f"{kind}, each row run once"
     sizes = {"training": len(splits.train_x)}
@@ -292,6 +296,15 @@ def _study_note(config: StudyConfig, splits: data.Splits, best: str | None = Non
     sizes["test" + (" (also validation)" if splits.val_is_test else "")] = len(splits.test_x)
     how += f", pruner {config.pruner.name}, {config.train.epochs} epochs per trial"
     return notes.study_note(config.name, config.description, objective, how, sizes, best)
+
+
+def _plan(study: optuna.Study, n_trials: int | None) -> None:
+    """Record how many trials the study holds when this run ends (None: until a timeout), for
+    ``hptune status``'s estimate of the time left."""
+    started = sum(
+        t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False)
+    )
+    study.set_user_attr(PLANNED_ATTR, None if n_trials is None else started + n_trials)
 
 
 def _enqueue_rows(study: optuna.Study, config: StudyConfig, rows: list[dict[str, Choice]]) -> int:
@@ -448,15 +461,23 @@ def _finish(
     its model and evaluate it once on the held-out test set. Returns the registered name (None:
     no model logged here)."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not complete:
-        return None
-    best_trial = study.best_trial
+    if len(config.objectives) > 1 and complete:
+        front = {t.number: t.user_attrs[RUN_ID_ATTR] for t in pareto.front(study)}
+        tracker.log_pareto(parent, front, pareto.rule_text(config))
+    best_trial = pareto.select(study, config)
+    if best_trial is None:
+        return None  # no complete trial (or none within the select rule's budget)
     run_id = best_trial.user_attrs[RUN_ID_ATTR]
     best_line = notes.best_line(
-        best_trial.number, config.objective.metric, study.best_value, tracker.run_link(run_id)
+        best_trial.number,
+        config.objectives[0].metric,
+        best_trial.values[0],
+        tracker.run_link(run_id),
     )
     described = _study_note(config, splits, best_line)
-    tracker.log_best(parent, study.best_value, best_trial.params, run_id, len(complete), described)
+    tracker.log_best(
+        parent, best_trial.values[0], best_trial.params, run_id, len(complete), described
+    )
     if best is None or best.number != best_trial.number:
         return None  # logged by the process that trained it
     if stopped:

@@ -29,6 +29,7 @@ from hptune.config import (
 )
 from hptune.errors import ConfigError
 from hptune.imports import resolve
+from hptune.pareto import objective_problems
 
 
 def load_study_file(
@@ -154,6 +155,7 @@ def _validate(
         raise ConfigError(_pydantic_problems(exc, where, overridden)) from None
     problems = [f"{where}: {p}" for p in _search_space_problems(config, overridden)]
     problems += [f"{where}: {p}" for p in _user_code_problems(config, folder)]
+    problems += [f"{where}: {p}" for p in objective_problems(config)]
     if problems:
         raise ConfigError(problems)
     return config

@@ -233,6 +233,16 @@ class StudyTracker:
         metric = Metric("best_value", value, int(time.time() * 1000), step)
         self.client.log_batch(parent_run_id, metrics=[metric], tags=tags)
 
+    def log_pareto(self, parent_run_id: str, front: Mapping[int, str], rule: str) -> None:
+        """A multi-objective study's Pareto-optimal trials (number -> run id) and the rule
+        that chose its best, as tags of its parent run."""
+        tags = {
+            "hptune.pareto_trials": ",".join(map(str, sorted(front))),
+            "hptune.pareto_run_ids": ",".join(front[number] for number in sorted(front)),
+            "hptune.select": rule,
+        }
+        self.client.log_batch(parent_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
     def log_model(
         self,
         run_id: str,
@@ -298,15 +308,17 @@ class StudyTracker:
         number: int,
         params: Mapping[str, Any],
         tags: Mapping[str, str] | None = None,
+        run_name: str | None = None,
         *,
         searched: Mapping[str, Any] | None = None,
         objective: str = "",
     ) -> TrialRun:
-        """A child run for trial ``number`` holding every hyperparameter as a param; its
-        description will give the ``searched`` ones and the ``objective`` metric's outcome."""
+        """A child run for trial ``number`` (named after it unless ``run_name`` is given)
+        holding every hyperparameter as a param; its description will give the ``searched``
+        ones and the ``objective`` metric's outcome."""
         run = self.client.create_run(
             self.experiment_id,
-            run_name=notes.trial_run_name(number, "running"),
+            run_name=run_name or notes.trial_run_name(number, "running"),
             tags={
                 "mlflow.parentRunId": parent_run_id,
                 "hptune.role": "trial",
@@ -391,6 +403,10 @@ class TrialRun:
         self.last = (epoch, metrics)
         batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items()]
         self._write(lambda: self.client.log_batch(self.run_id, metrics=batch))
+
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Per-trial metrics (``model/params``, ...), measured once, at step 0."""
+        self.log_epoch(0, metrics)
 
     def log_outcome(
         self,
@@ -492,6 +508,10 @@ class StudyReader:
         experiment_id = self.client.get_run(parent.run_id).info.experiment_id
         query = f"tags.`mlflow.parentRunId` = '{parent.run_id}'"
         return [_record(run) for run in self.client.search_runs([experiment_id], query)]
+
+    def run(self, run_id: str) -> RunRecord:
+        """One run, by its id."""
+        return _record(self.client.get_run(run_id))
 
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """A metric's (step, value) pairs, in step order."""

@@ -25,14 +25,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
 import torch
 
+from hptune import pareto
 from hptune.config import StudyConfig
+from hptune.device import GPU_ENV, resolve_device, visible_gpus, worker_gpus
 from hptune.errors import HptuneError
 from hptune.progress import Progress
 
@@ -76,24 +78,27 @@ def run_workers(
     from hptune.objective import StudyStopped
 
     threads = threads_per_worker(config.workers)
+    device = resolve_device(config.train.device)
+    gpus = worker_gpus(config.gpus, config.workers, device, visible_gpus())
     first = len(study.get_trials(deepcopy=False))
-    progress = Progress(n_trials, config.train.epochs, metric=config.objective.metric)
+    progress = Progress(n_trials, config.train.epochs, metric=config.objectives[0].metric)
     with tempfile.TemporaryDirectory(prefix="hptune-workers-") as folder:
         handoff = Path(folder)
         (handoff / "config.pickle").write_bytes(pickle.dumps(config))
         processes: list[subprocess.Popen[bytes]] = []
         try:
             for index, share in enumerate(shares(n_trials, config.workers), start=1):
-                processes.append(_start(handoff, index, share, table, threads))
+                gpu = gpus[index - 1] if gpus else None
+                processes.append(_start(handoff, index, share, table, threads, gpu))
             _watch(study, processes, first, progress)
         except KeyboardInterrupt:
             _stop(processes)  # each saves its best trial's model before it exits
-            raise StudyStopped(_best_model(study, handoff)) from None
+            raise StudyStopped(_best_model(study, config, handoff)) from None
         finally:
             progress.close()
         codes = {index: process.returncode for index, process in enumerate(processes, start=1)}
         if INTERRUPTED in codes.values():  # a worker was stopped from outside
-            raise StudyStopped(_best_model(study, handoff))
+            raise StudyStopped(_best_model(study, config, handoff))
         failed = [
             f"worker {index} exited with code {code}" for index, code in codes.items() if code
         ]
@@ -104,22 +109,33 @@ def run_workers(
                     "the finished trials are stored; run the same command again to continue",
                 ]
             )
-        return _best_model(study, handoff)
+        return _best_model(study, config, handoff)
 
 
 def _start(
-    handoff: Path, index: int, share: int | None, table: bool, threads: int
+    handoff: Path, index: int, share: int | None, table: bool, threads: int, gpu: str | None
 ) -> subprocess.Popen[bytes]:
     """A worker: a fresh interpreter running ``hptune.worker_process`` (whatever the caller's
-    ``__main__`` is: a script, a notebook, stdin), able to import the same ``hptune``."""
-    package_root = str(Path(__file__).resolve().parents[1])
-    path = os.environ.get("PYTHONPATH")
-    env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+    ``__main__`` is: a script, a notebook, stdin), able to import the same ``hptune``, pinned to
+    ``gpu`` when given."""
+    env = worker_environment(os.environ, gpu)
     command = [sys.executable, "-m", "hptune.worker_process"]
     command += [str(handoff), str(index), str(threads)]
     command += ["--n-trials", str(share)] if share is not None else []
     command += ["--table"] if table else []
     return subprocess.Popen(command, env=env)
+
+
+def worker_environment(environ: Mapping[str, str], gpu: str | None) -> dict[str, str]:
+    """A worker's environment: this one, able to import this ``hptune``, and with a GPU pinned
+    by ``CUDA_VISIBLE_DEVICES`` (set before the worker's interpreter starts, so before torch
+    is imported there: the worker sees its GPU as ``cuda:0``) and named in ``HPTUNE_GPU``."""
+    package_root = str(Path(__file__).resolve().parents[1])
+    path = environ.get("PYTHONPATH")
+    env = {**environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+    if gpu is not None:
+        env.update({"CUDA_VISIBLE_DEVICES": gpu, GPU_ENV: gpu})
+    return env
 
 
 def _watch(
@@ -151,12 +167,11 @@ def _stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
         process.wait()
 
 
-def _best_model(study: optuna.Study, handoff: Path) -> BestModel | None:
+def _best_model(study: optuna.Study, config: StudyConfig, handoff: Path) -> BestModel | None:
     """The study's best trial with its model, if a worker of this run trained it."""
-    try:
-        number = study.best_trial.number
-    except ValueError:
+    chosen = pareto.select(study, config)
+    if chosen is None:
         return None
-    path = handoff / f"{number}.pt"
+    path = handoff / f"{chosen.number}.pt"
     # Written by this run's own workers (a pickled BestModel), so not an untrusted file.
     return torch.load(path, weights_only=False) if path.exists() else None

@@ -40,7 +40,7 @@ def invoke(*args: str) -> tuple[int, str, str]:
 
 def test_the_studies_folder_holds_exactly_the_experiments_and_the_flagship() -> None:
     names = {path.stem for path in STUDIES.glob("*.yaml")}
-    assert names == {*CONFIGURATIONS, "fashion"}
+    assert names == {*CONFIGURATIONS, "fashion", "fashion_pareto"}
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGURATIONS))
@@ -50,8 +50,9 @@ def test_validate_prints_the_number_of_configurations(name: str) -> None:
     assert code == 0, err
     # A table study says how many runs it is, on a line of its own.
     assert re.search(rf"^configurations: {CONFIGURATIONS[name]}$", out, re.MULTILINE)
-    # Each file opens with a comment naming the experiment it reproduces.
-    assert path.read_text().startswith("# Experiment ")
+    # Each file opens (after the schema line, tests/test_schema.py) with a comment naming the
+    # experiment it reproduces.
+    assert path.read_text().splitlines()[1].startswith("# Experiment ")
 
 
 def test_the_flagship_searches_both_families_with_conditional_mlp_parameters() -> None:

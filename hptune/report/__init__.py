@@ -64,12 +64,14 @@ def export_report(
     """
     from hptune.report import render
     from hptune.report.collect import collect
+    from hptune.report.pareto import sections as pareto_sections
     from hptune.report.sections import build
     from hptune.tracking import StudyReader
 
     check_out(out)
     data = collect(study_name, storage, tracking_uri, experiment)
     sections = build(data)
+    sections[1:1] = pareto_sections(data)  # after the summary; none for one objective
     title = f"hptune report: {study_name}"
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []

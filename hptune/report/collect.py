@@ -80,7 +80,7 @@ class ReportData:
 
     @property
     def maximize(self) -> bool:
-        return self.study.direction == optuna.study.StudyDirection.MAXIMIZE
+        return self.study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
 
     def tag(self, key: str) -> str | None:
         """A tag of the study's parent run (None without one)."""
@@ -161,7 +161,7 @@ def collect(study_name: str, storage: str, tracking_uri: str | None, experiment:
         trial = TrialData(
             number=frozen.number,
             state=_STATES[frozen.state],
-            value=frozen.value,
+            value=frozen.values[0] if frozen.values else None,  # (the first objective)
             params=dict(frozen.params),
             run_id=run_id,
             fit=frozen.user_attrs.get(FIT_ATTR),
