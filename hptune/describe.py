@@ -143,7 +143,7 @@ def summarize_result(
     lines.append(f"mlflow: experiment {result.experiment!r} in {redact(result.tracking_uri)}")
     page = ""
     if result.experiment_id is not None:
-        maximize = result.study.direction.name == "MAXIMIZE"
+        maximize = result.study.directions[0].name == "MAXIMIZE"
         study = result.study.study_name
         page = notes.runs_page(result.experiment_id, study, result.objective, maximize)
     lines.append(f"compare runs: {mlflow_ui_command(redact(result.tracking_uri), page)}")

@@ -330,6 +330,7 @@ class StudyTracker:
         )
         trial_run = TrialRun(self.client, run.info.run_id, self.writer)
         trial_run.about = (number, dict(searched or {}), objective)
+        trial_run.renamed = run_name is None
         trial_run.log_params(params)  # by the writer: the run's id is all training waits for
         return trial_run
 
@@ -383,6 +384,7 @@ class TrialRun:
         # objective metric (None: a run reopened to be closed, which keeps its own), and the
         # last epoch's metrics.
         self.about: tuple[int, dict[str, Any], str] | None = None
+        self.renamed = True  # its name follows its state (``trial-N (pruned)``)
         self.last: tuple[int, Mapping[str, float]] = (0, {})
         self.end_tags: dict[str, str] = {}  # written by ``finish``
 
@@ -405,8 +407,11 @@ class TrialRun:
         self._write(lambda: self.client.log_batch(self.run_id, metrics=batch))
 
     def log_metrics(self, metrics: Mapping[str, float]) -> None:
-        """Per-trial metrics (``model/params``, ...), measured once, at step 0."""
-        self.log_epoch(0, metrics)
+        """Per-trial metrics (``model/params``, ...), measured once, at step 0 (not an epoch:
+        the run's description still counts the epochs logged by ``log_epoch``)."""
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        self._write(lambda: self.client.log_batch(self.run_id, metrics=batch))
 
     def log_outcome(
         self,
@@ -441,7 +446,10 @@ class TrialRun:
             epochs, last = self.last
             outcome = notes.trial_outcome(every, objective, last, epochs)
             every[NOTE] = notes.trial_note(number, searched, outcome)
-            every["mlflow.runName"] = notes.trial_run_name(number, every.get("hptune.state", ""))
+            if self.renamed:  # (a run named by its caller, e.g. a replay, keeps its name)
+                every["mlflow.runName"] = notes.trial_run_name(
+                    number, every.get("hptune.state", "")
+                )
         run_tags = [RunTag(k, v) for k, v in every.items()]
 
         def write() -> None:

@@ -121,11 +121,18 @@ def test_the_run_says_whether_its_data_were_verified(
     monkeypatch.delenv(datacache.VERIFY_ENV)
     plain = load_study_file(study_yaml(tmp_path / "a.yaml", "name: a\n"))
     modified = load_study_file(study_yaml(tmp_path / "b.yaml", "name: b\ndata: {verify: false}\n"))
+    splits = _tiny_splits()
     # The parent run's tags: checked against the published digests, or a modified copy.
-    assert _parent_tags(plain)["hptune.data_verified"] == "true"
-    assert _parent_tags(modified)["hptune.data_verified"] == "false"
+    assert _parent_tags(plain, splits)["hptune.data_verified"] == "true"
+    assert _parent_tags(modified, splits)["hptune.data_verified"] == "false"
     monkeypatch.setenv(datacache.VERIFY_ENV, "false")
-    assert _parent_tags(plain)["hptune.data_verified"] == "false"
+    assert _parent_tags(plain, splits)["hptune.data_verified"] == "false"
+
+
+def _tiny_splits() -> data.Splits:
+    x, y = torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)
+    classes = [str(k) for k in range(10)]
+    return data.Splits(x, y, x, y, x, y, classes=classes, val_is_test=False)
 
 
 def test_each_file_is_hashed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

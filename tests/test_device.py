@@ -32,7 +32,7 @@ def test_precision_resolves_per_device(
     native: bool,
     expected: torch.dtype | None,
 ) -> None:
-    monkeypatch.setattr(device_module, "native_cpu_bf16", lambda: native)
+    monkeypatch.setattr(device_module, "native_cpu_bf16", lambda *fast: native)
     config = TrainConfig(precision=precision)  # type: ignore[arg-type]
     assert compute_dtype(config, torch.device(device)) == expected
     # bf16 on CUDA trains eagerly (a bf16 compute copy): a graph would fix the fp32 step.

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 import torch
 from click.testing import CliRunner
@@ -57,7 +58,7 @@ def test_each_worker_starts_with_its_gpu_pinned(
     real_popen = subprocess.Popen
 
     def recorded(command: list[str], **options: Any) -> Any:
-        if command[1:3] != ["-m", "hptune.workers"]:  # (other programs run as they are)
+        if command[1:3] != ["-m", "hptune.worker_process"]:  # (others run as they are)
             return real_popen(command, **options)
         started.append(options["env"])
         return subprocess.CompletedProcess(command, 0)  # has the returncode; poll below
@@ -90,6 +91,12 @@ def test_optimize_refuses_gpus_without_cuda_and_writes_nothing(tmp_path: Path) -
 
 
 class _EmptyStudy:
+    directions = (optuna.study.StudyDirection.MAXIMIZE,)
+
+    @property
+    def best_value(self) -> float:
+        raise ValueError("no trials")
+
     def get_trials(self, **kwargs: Any) -> list[Any]:
         return []
 

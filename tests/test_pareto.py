@@ -25,6 +25,10 @@ TWO = [{"metric": "val/accuracy"}, {"metric": "model/params"}]
 
 def invoke(*args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(main, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        import traceback
+
+        traceback.print_exception(result.exception)
     return result.exit_code, result.stdout, result.stderr
 
 
