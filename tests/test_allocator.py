@@ -20,11 +20,13 @@ from hptune.allocator import imports_frozen, long_lived_frozen
 from hptune.studyfile import load_study_file
 
 # A fresh process each way (the thresholds are process-wide): A's CNN evaluates 500 images in
-# bf16, twice to warm up, then ten times; the page faults of each of the ten are printed.
+# the precision hptune trains in on this CPU (bf16 where the CPU has it, else fp32), twice to
+# warm up, then ten times; the page faults of each of the ten are printed.
 SCRIPT = """
 import resource, sys, torch
 from hptune.allocator import keep_freed_memory, own_process
 from hptune.config import ModelConfig
+from hptune.device import native_cpu_bf16
 from hptune.models import build_model
 from hptune.training import evaluate
 own_process()  # (as the hptune command does)
@@ -33,10 +35,11 @@ if sys.argv[1] == "keep":
 torch.manual_seed(0)
 model = build_model(ModelConfig(family="cnn"), (1, 28, 28), 10)
 x, y = torch.randn(500, 1, 28, 28), torch.randint(0, 10, (500,))
+dtype = torch.bfloat16 if native_cpu_bf16(True) else None
 faults = []
 for _ in range(12):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    evaluate(model, x, y, dtype=torch.bfloat16)
+    evaluate(model, x, y, dtype=dtype)
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 print(*faults[2:])
 """
