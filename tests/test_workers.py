@@ -18,8 +18,8 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from hptune import interrupt, storage, study
-from hptune.attrs import RUN_ID_ATTR
-from hptune.objective import StudyStopped
+from hptune.attrs import RUN_ID_ATTR, SETTINGS_ATTR
+from hptune.objective import StudyStopped, compared_settings
 from hptune.workers import shares
 from tests.conftest import study_yaml
 from tests.test_batchrun import GRID
@@ -121,9 +121,11 @@ def test_sigterm_stops_every_worker_and_the_study_continues(
     (parent,) = runs(tracking, "study")
     assert parent.info.status == "KILLED"
     # Continued: the two queued trials run (once each), with the interrupted parameters.
-    result = study.optimize(
-        small_study(tmp_path, overrides=("n_trials=2", "workers=2", "train.epochs=1"))
-    )
+    rerun = small_study(tmp_path, overrides=("n_trials=2", "workers=2", "train.epochs=1"))
+    # The stopped run trained 100,000-epoch trials so as to be inside them at the stop; a rerun
+    # with other epochs is refused as other settings (tests/test_settings.py), not here.
+    stored.set_user_attr(SETTINGS_ATTR, compared_settings(rerun))
+    result = study.optimize(rerun)
     interrupted = {t.params["lr"] for t in stored.trials if t.state == TrialState.FAIL}
     complete = [t for t in result.study.trials if t.state == TrialState.COMPLETE]
     assert {t.params["lr"] for t in complete} == interrupted and len(complete) == 2
