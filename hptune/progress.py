@@ -59,6 +59,7 @@ class Progress:
             disable=self.disable,
             file=self.stream,
             bar_format=TRIAL_BAR,
+            mininterval=0,  # an epoch is a rare event: draw each one (tqdm waits 0.1 s)
         )
 
     def epoch(self, metrics: dict[str, float]) -> None:
