@@ -8,17 +8,8 @@ from pathlib import Path
 import optuna
 
 from tests.conftest import study_yaml
+from tests.test_bad_input import STUDY  # the same one-trial study
 from tests.test_cli import invoke
-
-STUDY = """name: s
-n_trials: 1
-data: {dataset: mnist}
-model: {width: 8, depth: 1}
-train: {epochs: 1, batch_size: 64}
-pruner: {name: none}
-search_space:
-  lr: {type: float, low: 0.001, high: 0.01, log: true}
-"""
 
 
 def printed(out: str, label: str) -> list[str]:
