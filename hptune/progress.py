@@ -45,8 +45,17 @@ class Progress:
         self.done = 0  # trials finished (a disabled bar counts nothing)
         self.best: float | None = None
         self.started = time.monotonic()
+        # Trials and epochs are rare events: draw each one. By default tqdm skips updates that
+        # come within 0.1 s of the last drawing (and then tunes a step count of its own), so a
+        # fast trial's end, and the best value it brings, may never be drawn.
         self.study_bar = tqdm(
-            total=n_trials, desc="trials", unit="trial", disable=self.disable, file=self.stream
+            total=n_trials,
+            desc="trials",
+            unit="trial",
+            disable=self.disable,
+            file=self.stream,
+            mininterval=0,
+            miniters=1,
         )
         self.trial_bar: tqdm | None = None
 
@@ -59,7 +68,8 @@ class Progress:
             disable=self.disable,
             file=self.stream,
             bar_format=TRIAL_BAR,
-            mininterval=0,  # an epoch is a rare event: draw each one (tqdm waits 0.1 s)
+            mininterval=0,
+            miniters=1,
         )
 
     def epoch(self, metrics: dict[str, float]) -> None:

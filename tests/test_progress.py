@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import pty
 import struct
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from hptune.progress import Progress
 from tests.conftest import study_yaml
 
 TWO_TRIALS = """name: two
@@ -101,3 +103,23 @@ def test_a_log_file_gets_one_line_per_finished_trial(two: Path, tmp_path: Path) 
     assert "best: trial " in result.stdout
     assert "model: the best trial's, registered as 'two'" in result.stdout
     assert "Successfully registered model" not in log.read_text()
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_trial_that_ends_at_once_is_drawn_with_its_best() -> None:
+    # tqdm's default skips drawings within 0.1 s of the last one: a trial on small data can end
+    # sooner than that, and its count and best were never drawn (the 80-column test failed so).
+    stream = Terminal()
+    progress = Progress(n_trials=3, epochs=1, metric="val/accuracy", stream=stream)
+    for number, best in enumerate([0.5, 0.75]):
+        progress.trial_started(number, 1)
+        progress.epoch({"val/accuracy": best, "train/loss": 1.0})
+        progress.trial_ended(number, "complete", best)
+    drawn = stream.getvalue().replace("\r", "\n").splitlines()
+    assert any(s.startswith("trials:") and "1/3 [" in s and "best=0.5" in s for s in drawn)
+    assert any(s.startswith("trials:") and "2/3 [" in s and "best=0.75" in s for s in drawn)
+    progress.close()
