@@ -20,7 +20,7 @@ import threading
 import time
 import warnings
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import optuna
 import torch
@@ -29,6 +29,7 @@ from optuna.trial import TrialState
 from hptune import interrupt
 from hptune.batched import SHARED_FIELDS, train_batched
 from hptune.config import Choice, StudyConfig
+from hptune.models import ModelRejected
 from hptune.objective import (
     TRIAL_FAILURES,
     Objective,
@@ -105,22 +106,29 @@ class _Batch:
 
     def _train(self, group: list[Running]) -> None:
         objective = self.objective
-        models = [objective.build(member) for member in group]
-        if any(True for _ in models[0].buffers()):  # torch.func cannot stack their updates
-            results = _one_at_a_time(objective, group, models)
+        built = [_build(objective, member) for member in group]  # a model, or why not
+        ok = [k for k, model in enumerate(built) if isinstance(model, torch.nn.Module)]
+        trained = [group[k] for k in ok]
+        models = [cast(torch.nn.Module, built[k]) for k in ok]
+        if not models:
+            outcomes: list[Any] = []
+        elif any(True for _ in models[0].buffers()):  # torch.func cannot stack their updates
+            outcomes = _one_at_a_time(objective, trained, models)
         else:
-            results = train_batched(
+            outcomes = train_batched(
                 models,
                 objective.splits,
-                [member.config.train for member in group],
-                [member.seed for member in group],
-                lambda k, report: objective.report(group[k], report),
+                [member.config.train for member in trained],
+                [member.seed for member in trained],
+                lambda k, report: objective.report(trained[k], report),
                 trials_snapshot,
             )
+        by_member = dict(zip(ok, outcomes, strict=True))
+        results = [by_member.get(k, built[k]) for k in range(len(group))]
         unexpected: BaseException | None = None
         best = best_value(self.study)  # once per batch; the members' values are added here
         with trials_snapshot():  # the samplers' after-trial reads: once, not per tell
-            for member, model, result in zip(group, models, results, strict=True):
+            for member, model, result in zip(group, built, results, strict=True):
                 if isinstance(result, BaseException):
                     objective.record_error(member, result)
                     pruned = isinstance(result, optuna.TrialPruned)
@@ -129,7 +137,8 @@ class _Batch:
                     if not pruned and not isinstance(result, TRIAL_FAILURES):
                         unexpected = unexpected or result
                 else:
-                    values = objective.complete(member, model, result)  # one objective
+                    trained_model = cast(torch.nn.Module, model)  # (built, as it has a result)
+                    values = objective.complete(member, trained_model, result)  # one objective
                     if best is None or better(self.study, values[0], best):
                         best = values[0]
                     self._tell(member, values, objective.completed_with(values), best)
@@ -154,6 +163,14 @@ class _Batch:
 
 
 _said: set[str] = set()
+
+
+def _build(objective: Objective, member: Running) -> torch.nn.Module | ModelRejected:
+    """A member's model, or the reason its parameters give none (that member fails alone)."""
+    try:
+        return objective.build(member)
+    except ModelRejected as error:
+        return error
 
 
 def _one_at_a_time(

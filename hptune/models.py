@@ -137,6 +137,12 @@ MODELS: dict[str, Callable[[ModelConfig, tuple[int, ...], int], nn.Module]] = {
 }
 
 
+class ModelRejected(Exception):
+    """A trial's parameters give a model that cannot be built or does not fit the data (a
+    factory rejecting a searched value, a ConvNet too deep for the images): a failed trial, not
+    a crash. The study's start checks its first point the same way, as an error."""
+
+
 def build_model(
     config: ModelConfig, input_shape: tuple[int, ...], n_classes: int, folder: Path | None = None
 ) -> nn.Module:
@@ -187,29 +193,46 @@ def factory_arguments(
 def dry_run(
     config: ModelConfig, sample: torch.Tensor, n_classes: int, folder: Path | None, where: str
 ) -> None:
-    """Build the model and pass ``sample`` (two images) through it in eval mode, as a check
-    before a study writes anything: the model must map (N, C, H, W) to (N, n_classes) logits.
+    """Build the model and pass ``sample`` (two images) through it, as a check before a study
+    writes anything: the model must map (N, C, H, W) to (N, n_classes) logits.
 
     Raises:
         ConfigError: naming ``where`` (the study file) and the model's key.
     """
-    key = "model.factory" if config.factory is not None else "model.family"
     try:
         model = build_model(config, tuple(sample.shape[1:]), n_classes, folder).to(sample.device)
-        model.eval()
-        output = model(sample)
+        check_output(model, sample, n_classes, config)
     except ConfigError as error:
         raise ConfigError(f"{where}: {problem}" for problem in error.problems) from None
+
+
+def check_output(
+    model: nn.Module, sample: torch.Tensor, n_classes: int, config: ModelConfig
+) -> None:
+    """Pass ``sample`` through ``model`` in eval mode without gradients (its mode is put back):
+    it must give (N, n_classes) logits.
+
+    Raises:
+        ConfigError: naming the model's key, the input and what came out (or was raised).
+    """
+    key = "model.factory" if config.factory is not None else "model.family"
+    training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            output = model(sample)
     except Exception as error:  # the user's forward pass: any error is theirs to fix
         raise ConfigError(
-            f"{where}: {key}: the model's forward pass on input {tuple(sample.shape)} raised "
+            f"{key}: the model's forward pass on input {tuple(sample.shape)} raised "
             f"{type(error).__name__}: {error}"
         ) from error
+    finally:
+        model.train(training)
     expected = (len(sample), n_classes)
     found = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
     if found != expected:
         raise ConfigError(
-            f"{where}: {key}: the model maps input {tuple(sample.shape)} to {found}, but "
+            f"{key}: the model maps input {tuple(sample.shape)} to {found}, but "
             f"hptune needs {expected} logits ({n_classes} classes)"
         )
 

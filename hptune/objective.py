@@ -28,16 +28,17 @@ from hptune.attrs import (
 )
 from hptune.config import MODEL_SETTINGS, Choice, ModelConfig, StudyConfig, TrainConfig
 from hptune.device import GPU_ENV, precision_name
+from hptune.errors import ConfigError
 from hptune.imports import spec_text
 from hptune.metrics import classification_details, curve_summary, fit_diagnosis
 from hptune.modelcost import LATENCY_BATCH, latency_ms, trainable_parameters
-from hptune.models import build_model
+from hptune.models import ModelRejected, build_model, check_output
 from hptune.progress import Progress
 from hptune.tracking import StudyTracker, TrialRun
 from hptune.training import Diverged, EpochReport, TrainResult, seed_everything, train
 
 # A trial ending in one of these is a recorded result (a FAILED trial), and the study goes on.
-TRIAL_FAILURES: tuple[type[Exception], ...] = (Diverged, torch.OutOfMemoryError)
+TRIAL_FAILURES: tuple[type[Exception], ...] = (Diverged, ModelRejected, torch.OutOfMemoryError)
 
 
 @dataclass(frozen=True)
@@ -282,13 +283,24 @@ class Objective:
         }
 
     def build(self, running: Running) -> torch.nn.Module:
-        """The trial's model, initialized from its seed, on the training device."""
+        """The trial's model, initialized from its seed, on the training device.
+
+        Raises:
+            ModelRejected: the trial's parameters give no model, or (a user's factory) one
+                whose output on two training images is not one logit per class.
+        """
         seed_everything(running.seed)
         config = running.config
-        model = build_model(
-            config.model, self.splits.input_shape, len(self.splits.classes), config.folder
-        )
-        return model.to(self.device)
+        try:
+            model = build_model(
+                config.model, self.splits.input_shape, len(self.splits.classes), config.folder
+            ).to(self.device)
+            if config.model.factory is not None:  # (the built-in families' shapes are known)
+                sample = self.splits.train_x[:2]
+                check_output(model, sample, len(self.splits.classes), config.model)
+        except ConfigError as error:
+            raise ModelRejected("; ".join(error.problems)) from error
+        return model
 
     def report(self, running: Running, report: EpochReport) -> None:
         """An epoch's metrics to MLflow and the objective to Optuna; raise to prune (or to

@@ -20,8 +20,14 @@ from tests.test_cli import invoke
 from tests.usercode import user_code_fixture  # noqa: F401  (the user_code fixture)
 
 
+def tracking_client() -> MlflowClient:
+    # An absolute path: MLflow keeps one store per URI for the process, so a relative one would
+    # read the first test's database in every later test.
+    return MlflowClient(f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+
+
 def runs(role: str) -> list[mlflow.entities.Run]:
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = tracking_client()
     experiment = client.get_experiment_by_name("own")
     assert experiment is not None
     return client.search_runs([experiment.experiment_id], f"tags.`hptune.role` = '{role}'")
@@ -37,7 +43,7 @@ def test_user_factory_and_loader_run_a_tracked_study(user_code: Path) -> None:
     assert params["channels"] in ("4", "8") and params["dropout"] == "0.1"
     assert params["factory"] == "mymodels:small_cnn" and params["dataset"] == "mydata:load"
     # The confusion matrix has the loader's K = 4 classes and their names.
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = tracking_client()
     [parent] = runs("study")
     path = client.download_artifacts(parent.info.run_id, "test_confusion_matrix.json", ".")
     matrix = __import__("json").loads(Path(path).read_text())
@@ -108,3 +114,49 @@ def test_batch_trials_with_a_user_model(
     # A model with buffers (BatchNorm) trains its members one at a time, said once.
     note = "trains batched members one at a time"
     assert err.count(note) == (1 if batchnorm else 0), err
+
+
+# Factories that give no usable model for one searched value (8 channels).
+PICKY = """
+from torch import nn
+from mymodels import small_cnn
+
+def raises(channels, input_shape, num_classes):
+    if channels == 8:
+        raise ValueError("8 channels do not fit this model")
+    return small_cnn(channels, input_shape, num_classes)
+
+def wrong_output(channels, input_shape, num_classes):
+    model = small_cnn(channels, input_shape, num_classes)
+    return model if channels == 4 else nn.Sequential(model, nn.Linear(num_classes, 3))
+"""
+
+
+@pytest.mark.parametrize(
+    ("factory", "reason"),
+    [
+        ("raises", "raised ValueError: 8 channels do not fit this model"),
+        ("wrong_output", "to (2, 3), but hptune needs (2, 4) logits (4 classes)"),
+    ],
+)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_searched_value_the_factory_rejects_fails_that_trial_only(
+    user_code: Path, factory: str, reason: str, batch: int
+) -> None:
+    (user_code / "picky.py").write_text(PICKY)
+    code, out, err = invoke(
+        "optimize", str(user_code / "study.yaml"), "--set", f"model.factory=picky:{factory}",
+        "--set", "model.params={}", "--set", "sampler.name=grid", "--set", "n_trials=2",
+        "--set", "search_space={channels: {type: categorical, choices: [4, 8]}}",
+        "--set", f"batch_trials={batch}",
+    )  # fmt: skip
+    # The start's check (the first point, 4 channels) passes; the trial with 8 channels fails
+    # with the factory's reason, and the study goes on to its end.
+    assert code == 0, err
+    by_channels = {r.data.params["channels"]: r for r in runs("trial")}
+    assert by_channels["4"].info.status == "FINISHED"
+    rejected = by_channels["8"]
+    assert rejected.info.status == "FAILED"
+    assert reason in rejected.data.tags["hptune.fail_reason"]
+    assert "model.factory" in rejected.data.tags["hptune.fail_reason"]
+    assert "(1 complete, 0 pruned, 1 failed)" in out
