@@ -94,8 +94,10 @@ def test_two_workers_train_a_user_model(user_code: Path) -> None:
     code, _, err = invoke("optimize", str(user_code / "study.yaml"), "--workers", "2")
     assert code == 0, err
     # The worker processes import the factory and loader by their import paths; both trials
-    # train and finish.
-    assert sorted(r.info.status for r in runs("trial")) == ["FINISHED", "FINISHED"]
+    # train and finish, each tagged with the worker that trained it.
+    trials = runs("trial")
+    assert sorted(r.info.status for r in trials) == ["FINISHED", "FINISHED"]
+    assert {r.data.tags.get("hptune.worker") for r in trials} <= {"1", "2"}
 
 
 @pytest.mark.parametrize("batchnorm", [False, True])
