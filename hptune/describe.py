@@ -145,7 +145,9 @@ def summarize_result(
     if result.experiment_id is not None:
         maximize = result.study.directions[0].name == "MAXIMIZE"
         study = result.study.study_name
-        page = notes.runs_page(result.experiment_id, study, result.objective, maximize)
+        page = notes.runs_page(
+            result.experiment_id, study, result.objective, maximize, result.runs_view
+        )
     lines.append(f"compare runs: {mlflow_ui_command(redact(result.tracking_uri), page)}")
     lines += next_commands(study_file, study_name, storage)
     return "\n".join(lines)

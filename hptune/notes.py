@@ -10,6 +10,8 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hptune.runs_view import study_filter
+
 SHOWN_DIGITS = 4  # significant digits of a sampled float (a log-uniform lr: 0.002739)
 WRITTEN_DIGITS = 6  # a float with at most this many is shown in full, as written (0.0005)
 
@@ -101,13 +103,19 @@ def model_note(
     )
 
 
-def runs_page(experiment_id: str, study: str, metric: str | None, maximize: bool) -> str:
-    """The address, relative to MLflow's UI, of the study's runs table: its parent run and
-    trials only (flat: MLflow lists children under a collapsed parent otherwise), best first,
-    in model-training mode (MLflow 3 opens in its GenAI mode)."""
-    query = {"searchFilter": f"tags.`hptune.study` = '{study}'"}
-    if metric:
-        query |= {"orderByKey": f"metrics.`{metric}`", "orderByAsc": str(not maximize).lower()}
+def runs_page(
+    experiment_id: str, study: str, metric: str | None, maximize: bool, view: str | None = None
+) -> str:
+    """The address, relative to MLflow's UI, of the study's runs table in model-training mode
+    (MLflow 3 opens in its GenAI mode): its saved ``view`` (a key of ``hptune.runs_view``), which
+    holds the rest; without one, its parent run and trials only (flat: MLflow lists children
+    under a collapsed parent otherwise), best first."""
+    if view is not None:  # (a search or an order in the address would override the view's)
+        query = {"viewStateShareKey": view}
+    else:
+        query = {"searchFilter": study_filter(study)}
+        if metric:
+            query |= {"orderByKey": f"metrics.`{metric}`", "orderByAsc": str(not maximize).lower()}
     query["workflowType"] = "machine_learning"
     return f"#/experiments/{experiment_id}/runs?" + urllib.parse.urlencode(
         query, quote_via=urllib.parse.quote

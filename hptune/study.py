@@ -37,6 +37,7 @@ from hptune.objective import (
 from hptune.plots import gallery_figure
 from hptune.progress import Progress
 from hptune.redact import redact
+from hptune.runs_view import study_config_view
 from hptune.samplers import build_pruner, build_sampler
 from hptune.storage import (
     check_writable,
@@ -62,6 +63,7 @@ class StudyResult:
     experiment: str
     experiment_id: str | None = None  # MLflow's, for the runs page's address
     objective: str | None = None  # the objective metric, the runs page's order
+    runs_view: str | None = None  # the key of the runs page's saved view, if it was written
     configurations: int | None = None  # rows of an exhaustive study's table
     configurations_run: int = 0
     registered_model: str | None = None  # the model this run logged and registered
@@ -184,7 +186,9 @@ def _optimize(config: StudyConfig) -> StudyResult:
 
     study = open_study(config)
     tracker = StudyTracker(config.experiment_name, tracking_uri)
-    tracker.describe_experiment(config.description or f"hptune study {config.name}")
+    view = tracker.describe_experiment(
+        config.description or f"hptune study {config.name}", study_config_view(config)
+    )
     # One parent run per study: commands started together take turns to find or create it.
     with database_lock(storage_url(config.storage), "study", config.name):
         parent = tracker.open_parent(
@@ -234,6 +238,7 @@ def _optimize(config: StudyConfig) -> StudyResult:
         registered_model=registered,
         experiment_id=tracker.experiment_id,
         objective=config.objectives[0].metric,
+        runs_view=view,
     )
     if rows is not None:
         keys = {grid.row_key(row) for row in rows}

@@ -48,6 +48,9 @@ def test_commands_started_together_share_the_stores(tmp_path: Path, mnist_dir: P
     for study_name in ("first", "second", "second"):
         runs = start_together(tmp_path, study_name)
         assert [r.returncode for r in runs] == [0] * PROCESSES, [r.stderr[-800:] for r in runs]
+        # Each wrote the study's saved view of the runs page (taking turns) and printed it.
+        assert all(f"viewStateShareKey=hptune-{study_name}&" in r.stdout for r in runs)
+        assert not [r.stderr for r in runs if "saved view" in r.stderr]
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     for study_name, n_trials in (("first", PROCESSES), ("second", 2 * PROCESSES)):
@@ -66,6 +69,9 @@ def test_commands_started_together_share_the_stores(tmp_path: Path, mnist_dir: P
         assert study.user_attrs["hptune.mlflow_parent_run_id"] == parents[0].info.run_id
         assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parents[0].info.run_id}
         assert len(trials) == n_trials
+        # One view per study, whichever command wrote it last.
+        views = [key for key in experiment.tags if key.startswith("mlflow.sharedViewState.")]
+        assert views == [f"mlflow.sharedViewState.hptune-{study_name}"]
 
 
 @pytest.mark.parametrize("purpose", ["setup", "study"])

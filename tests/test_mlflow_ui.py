@@ -87,30 +87,68 @@ def test_each_run_describes_itself_where_mlflow_shows_descriptions(
     assert "pixel / 255" in version.description and "logits" in version.description
 
 
-def test_the_printed_address_opens_the_study_runs_table(
-    study: tuple[Path, str], tmp_path: Path
-) -> None:
+def chromium_or_skip() -> str:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         if os.environ.get("CI"):
             pytest.fail("CI installs Chromium (make browser)")
         pytest.skip("needs Chromium (make browser)")
+    return chromium
+
+
+def page_dom(chromium: str, address: str, profile: Path) -> str:
+    """The page at ``address`` as a headless Chromium at 1600 px has drawn it."""
+    flags = [f for f in CHROMIUM_FLAGS if not f.startswith("--virtual-time-budget")]
+    flags += ["--virtual-time-budget=30000", "--window-size=1600,1000", "--dump-dom"]
+    result = subprocess.run(
+        [chromium, *flags, f"--user-data-dir={profile}", address],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.stdout, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_the_printed_address_opens_the_studys_view(study: tuple[Path, str], tmp_path: Path) -> None:
+    chromium = chromium_or_skip()
     root, out = study
     printed = re.search(r"then open http://127\.0\.0\.1:5000/(#/experiments/\S+)", out)
     assert printed, out
+    # The study's saved view (its search, order, columns and chart sections are in it).
+    assert f"?viewStateShareKey=hptune-{NAME}&workflowType=machine_learning" in printed.group(1)
     with mlflow_server(f"sqlite:///{root}/mlflow.db") as url:
-        flags = [f for f in CHROMIUM_FLAGS if not f.startswith("--virtual-time-budget")]
-        flags += ["--virtual-time-budget=30000", f"--user-data-dir={tmp_path}", "--dump-dom"]
-        result = subprocess.run(
-            [chromium, *flags, f"{url}/{printed.group(1)}"],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
+        table = page_dom(chromium, f"{url}/{printed.group(1)}", tmp_path / "table")
+        charts = page_dom(
+            chromium, f"{url}/{printed.group(1)}&compareRunsMode=CHART", tmp_path / "charts"
         )
-    dom = result.stdout
     # The runs table (model-training mode: the study's runs, not GenAI's trace dashboard)
-    # lists the study's run and every trial, flat (not folded under the study's run).
-    for name in ("trial-0", "trial-1", "trial-2 (pruned)", "trial-3 (failed)"):
-        assert f">{name}<" in dom, result.stderr[-2000:]
-    assert f">{NAME}<" in dom
+    # lists the study's run and every trial, flat (not folded under the study's run), best
+    # first: the trials by val/accuracy, highest first, and the study's run (none) last.
+    accuracy = {
+        name: run.data.metrics["val/accuracy"]  # type: ignore[attr-defined]
+        for name, run in runs(root).items()
+        if "val/accuracy" in run.data.metrics  # type: ignore[attr-defined]
+    }
+    listed = re.findall(r'/runs/\w+"><span[^>]*>([^<]+)</span></a>', table)
+    assert sorted(listed) == sorted(
+        [NAME, "trial-0", "trial-1", "trial-2 (pruned)", "trial-3 (failed)"]
+    )
+    best_first = sorted(accuracy, key=lambda name: -accuracy[name])
+    assert listed[: len(best_first)] == best_first, (listed, accuracy)
+    # Its columns: the objective and the searched parameters (none of them is shown by default).
+    columns = re.findall(r'role="columnheader"[^>]*col-id="((?:metrics|params)\.[^"]+)"', table)
+    assert {"metrics.`val/accuracy`", "params.`activation`", "params.`lr`"} <= set(columns)
+    # Chart view: the objective's curves, then train's, before the single-value charts
+    # (MLflow sorts model, summary, test, time first); sections the view does not list
+    # (weight_grad/<layer>, lr in Model metrics) still come, after them.
+    sections = re.findall(
+        r'data-testid="experiment-view-compare-runs-section-header".*?white-space: pre;">'
+        r"([^<]+)</div><div[^>]*>\((\d+)\)",
+        charts,
+    )
+    names = [name for name, _ in sections]
+    assert names[:6] == ["val", "train", "time", "model", "summary", "test"], sections
+    assert "Model metrics" in names[6:] and "weight_grad/fc1" in names[6:], sections
+    assert all(int(count) > 0 for _, count in sections), sections

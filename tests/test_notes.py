@@ -60,3 +60,15 @@ def test_the_runs_page_shows_one_study_best_first() -> None:
         "orderByAsc": "true",
         "workflowType": "machine_learning",
     }
+
+
+def test_the_runs_page_opens_the_studys_saved_view_when_there_is_one() -> None:
+    page = notes.runs_page("3", "quick", "val/loss", maximize=False, view="hptune-quick")
+    path, _, query = page.partition("?")
+    assert path == "#/experiments/3/runs"
+    # The view holds the search and the order: MLflow's UI ignores a view opened with either
+    # in the address.
+    assert dict(urllib.parse.parse_qsl(query)) == {
+        "viewStateShareKey": "hptune-quick",
+        "workflowType": "machine_learning",
+    }

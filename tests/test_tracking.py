@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import urllib.request
 import warnings
@@ -12,11 +13,13 @@ import mlflow.pytorch
 import numpy as np
 import pytest
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from hptune import study
 from hptune.config import ModelConfig
 from hptune.models import build_model
+from hptune.runs_view import TAG_PREFIX, RunsView, study_view
 from hptune.studyfile import load_study_file
 from hptune.tracking import StudyTracker
 from tests.conftest import mlflow_server, study_yaml
@@ -204,3 +207,65 @@ def test_background_writes_run_in_order_and_their_errors_reach_the_caller() -> N
     time.sleep(0.2)  # the failed write has finished: the next submit reports it
     with pytest.raises(RuntimeError, match="database is locked"):
         writer.submit(done.append, 50)
+
+
+def test_the_runs_page_view_is_rewritten_by_a_rerun(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    view = study_view("viewed", [("val/accuracy", True)], ["lr"])
+    tracker = StudyTracker("viewed", uri)
+    assert tracker.describe_experiment("a study", view) == "hptune-viewed"
+    tags = MlflowClient(uri).get_experiment(tracker.experiment_id).tags
+    first = json.loads(tags[view.tag])
+    time.sleep(0.01)
+    again_tracker = StudyTracker("viewed", uri)
+    assert again_tracker.describe_experiment("a study", view) == "hptune-viewed"
+    tags = MlflowClient(uri).get_experiment(tracker.experiment_id).tags
+    again = json.loads(tags[view.tag])
+    # One view per study, rewritten by a rerun: created once, updated by each run.
+    assert [key for key in tags if key.startswith(TAG_PREFIX)] == [view.tag]
+    assert again["createdAt"] == first["createdAt"] < again["updatedAt"]
+    assert json.loads(again["state"]) == view.state
+    tracker.close(), again_tracker.close()
+
+
+def test_a_view_mlflow_refuses_is_a_warning_not_a_failure(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = StudyTracker("refused", uri)
+    # A state longer than MLflow's longest experiment tag value (20,000 characters).
+    huge = RunsView("hptune-huge", "huge", {"selectedColumns": ["params.`x`"] * 2_000})
+    with caplog.at_level(logging.WARNING, "hptune.tracking"):
+        key = tracker.describe_experiment("described anyway", huge)
+    # No key (the printed address falls back to the plain runs table), one warning, and the
+    # experiment is described as ever.
+    assert key is None
+    ours = [r for r in caplog.records if r.name == "hptune.tracking"]
+    assert [r.getMessage()[:48] for r in ours] == [
+        "the runs page's saved view 'hptune-huge' was not"
+    ]
+    tags = MlflowClient(uri).get_experiment(tracker.experiment_id).tags
+    assert tags["mlflow.note.content"] == "described anyway" and huge.tag not in tags
+    tracker.close()
+
+
+def test_a_study_whose_view_cannot_be_written_prints_the_plain_address(
+    tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hptune.describe import summarize_result
+
+    real = MlflowClient.set_experiment_tag
+
+    def refuse_views(client: MlflowClient, experiment_id: str, key: str, value: str) -> None:
+        if key.startswith(TAG_PREFIX):
+            raise MlflowException("the UI's format changed")
+        real(client, experiment_id, key, value)
+
+    monkeypatch.setattr(MlflowClient, "set_experiment_tag", refuse_views)
+    path = study_yaml(tmp_path / "tracked.yaml", STUDY)
+    result = study.optimize(load_study_file(path, ["n_trials=1", "train.epochs=1"]))
+    # The study ran, and its summary opens the runs table by search and order instead.
+    assert len(result.completed) == 1 and result.runs_view is None
+    summary = summarize_result(result, path, None)
+    assert "runs?searchFilter=tags.%60hptune.study%60%20%3D%20%27tracked%27&orderByKey=" in summary
+    assert "viewStateShareKey" not in summary

@@ -3,7 +3,8 @@
 Runs are created through ``MlflowClient`` (no fluent, process-global active run) so that
 parallel workers can log at once. Metrics go in one batched call per epoch with ``step=epoch``.
 The experiment, the runs and the registered model version carry the descriptions and names of
-``hptune.notes``, which MLflow's UI shows first.
+``hptune.notes``, which MLflow's UI shows first, and the experiment the runs page's saved view of
+``hptune.runs_view``.
 
 A trial's writes after its run is created (params, epochs, outcome with the confusion-matrix
 figure, end status) go through one background thread, in order, so that training does not wait
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import sys
 import tempfile
@@ -33,12 +35,14 @@ from hptune import notes
 from hptune.environment import restore_environment
 from hptune.plots import confusion_matrix_png
 from hptune.redact import redact_study_file
+from hptune.runs_view import RunsView
 from hptune.storage import database_lock, use_wal
 from hptune.tracking._store import open_client
 
 PARENT_RUN_ATTR = "hptune.mlflow_parent_run_id"  # kept in the Optuna study's user attributes
 NOTE = "mlflow.note.content"  # the description MLflow's UI shows for a run or an experiment
 EFFECTIVE_STUDY_FILE = "effective_study.yaml"  # the parent run's study file after overrides
+log = logging.getLogger("hptune.tracking")
 
 
 class StudyTracker:
@@ -57,13 +61,37 @@ class StudyTracker:
                 self.client.create_experiment(experiment) if found is None else found.experiment_id
             )
 
-    def describe_experiment(self, description: str) -> None:
-        """The experiment's description (the study's), and its kind: model training, so that
-        MLflow's UI shows its runs rather than its GenAI pages."""
-        self.client.set_experiment_tag(self.experiment_id, NOTE, description)
-        self.client.set_experiment_tag(
-            self.experiment_id, "mlflow.experimentKind", "custom_model_development"
-        )
+    def describe_experiment(self, description: str, view: RunsView | None = None) -> str | None:
+        """The experiment's description (the study's), its kind: model training, so that
+        MLflow's UI shows its runs rather than its GenAI pages, and ``view``: the runs page's
+        saved view of the study. Return the view's key, or None when it was not written (one
+        warning says why): it is the UI's own format, never a reason to stop a study.
+        """
+        # MLflow writes a tag by reading then inserting it: commands started together on one
+        # study would both insert. They take turns (SQLite, PostgreSQL; a server has its own).
+        with database_lock(self.tracking_uri, "setup", self.experiment_id):
+            self.client.set_experiment_tag(self.experiment_id, NOTE, description)
+            self.client.set_experiment_tag(
+                self.experiment_id, "mlflow.experimentKind", "custom_model_development"
+            )
+            return None if view is None else self._save_view(view)
+
+    def _save_view(self, view: RunsView) -> str | None:
+        """Write ``view`` (a rerun rewrites it, keeping its creation time); its key, or None."""
+        try:
+            stored = self.client.get_experiment(self.experiment_id).tags.get(view.tag)
+            value = view.envelope(int(time.time() * 1000), stored)
+            self.client.set_experiment_tag(self.experiment_id, view.tag, value)
+        except Exception as error:  # (a UI's state, not an API: whatever it raises)
+            log.warning(
+                "the runs page's saved view %r was not written (%s: %s); the printed address"
+                " opens the plain runs table",
+                view.key,
+                type(error).__name__,
+                str(error)[:200],
+            )
+            return None
+        return view.key
 
     def run_link(self, run_id: str) -> str:
         """A run's page in MLflow's UI, relative to the UI's address (for descriptions)."""
