@@ -241,9 +241,10 @@ def test_a_view_mlflow_refuses_is_a_warning_not_a_failure(
     # experiment is described as ever.
     assert key is None
     ours = [r for r in caplog.records if r.name == "hptune.tracking"]
-    assert [r.getMessage()[:48] for r in ours] == [
-        "the runs page's saved view 'hptune-huge' was not"
+    assert [r.getMessage()[:62] for r in ours] == [
+        "hptune: the saved view 'hptune-huge' of MLflow's runs page was"
     ]
+    assert "maximum length of 20000" in ours[0].getMessage()
     tags = MlflowClient(uri).get_experiment(tracker.experiment_id).tags
     assert tags["mlflow.note.content"] == "described anyway" and huge.tag not in tags
     tracker.close()

@@ -84,11 +84,10 @@ class StudyTracker:
             self.client.set_experiment_tag(self.experiment_id, view.tag, value)
         except Exception as error:  # (a UI's state, not an API: whatever it raises)
             log.warning(
-                "the runs page's saved view %r was not written (%s: %s); the printed address"
-                " opens the plain runs table",
+                "hptune: the saved view %r of MLflow's runs page was not written (%s); the"
+                " printed address opens the runs table without it",
                 view.key,
-                type(error).__name__,
-                str(error)[:200],
+                f"{type(error).__name__}: {error}".splitlines()[0][:200],
             )
             return None
         return view.key
