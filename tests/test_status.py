@@ -20,16 +20,8 @@ from hptune.status import format_status, read_status
 from hptune.storage import load_existing_study, open_storage
 from tests.conftest import invoke, study_yaml
 from tests.test_scale_out import Database, postgres  # noqa: F401 (the fixture)
+from tests.test_study import SMALL
 
-SMALL = """name: small
-n_trials: 2
-data: {dataset: mnist, val_fraction: 0.2}
-model: {width: 16, depth: 1}
-train: {epochs: 2, batch_size: 32}
-pruner: {name: none}
-search_space:
-  lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}
-"""
 START = datetime.datetime(2026, 1, 1, 12, 0, 0)
 
 
