@@ -2,8 +2,8 @@
 no process-wide backend), each returned as PNG bytes.
 
 A trial has one colour in every figure (``colours``): the best ``TOP_K`` complete trials by
-rank, every other trial faint grey. A figure that cannot be drawn raises ``Unavailable`` with
-the reason, which the report prints in place of the figure.
+rank (all of them when there are fewer), every other trial faint grey. A figure that cannot be
+drawn raises ``Unavailable`` with the reason, which the report prints in place of the figure.
 """
 
 from __future__ import annotations
@@ -377,7 +377,7 @@ def intermediate_values(data: ReportData) -> bytes:
     _epochs(axes)
     axes.grid(alpha=0.3)
     if axes.get_legend_handles_labels()[0]:
-        axes.legend(fontsize=8, title=f"best {TOP_K}", ncols=2)
+        axes.legend(fontsize=8, title=f"best {len(palette)}", ncols=2)
     return png(figure)
 
 
