@@ -244,6 +244,25 @@ def test_few_valued_parameters_keep_one_level_per_value_printed_readably() -> No
     assert [row[0] for row in by_lr.rows] == [1e-3, 3e-3, 1e-2]
 
 
+def test_the_final_gradient_is_a_dot_per_layer_on_the_log_axis(drawn: list[Figure]) -> None:
+    curves = {
+        "weight_grad/conv1/mean_abs": [(1, 1e-2), (2, 1e-3)],
+        "weight_grad/fc1/mean_abs": [(1, 1e-3), (2, 2e-5)],
+        "weight_grad/fc1/zero_pct": [(1, 0.0), (2, 0.0)],
+    }
+    best = BestData(TrialData(0, "complete", 0.9, {}, None), None, {}, None, None, curves, [])
+    figures.gradient_flow(best)
+    over_time, final = drawn[0].axes
+    # No bars: on a log axis a bar has no zero to start from, so its length means nothing.
+    assert not final.patches and final.get_yscale() == "log"
+    # One dot per layer at its last value, labelled, in the layer's colour on the left.
+    dots = [(line.get_xdata()[0], line.get_ydata()[0]) for line in final.get_lines()]
+    assert dots == [(0, 1e-3), (1, 2e-5)]
+    assert [t.get_text() for t in final.texts] == ["0.001", "2e-05"]
+    colours = [line.get_color() for line in over_time.get_lines()]
+    assert [line.get_color() for line in final.get_lines()] == colours
+
+
 def test_scores_print_to_four_decimals_so_a_column_lines_up() -> None:
     data = report_data([0.87, 0.8])
     test_metrics = {"test/accuracy": 0.861, "test/f1_macro": 1.0, "test/loss": 0.39}
