@@ -258,7 +258,8 @@ def status(
     import time
 
     with imports_frozen():
-        from hptune.status import format_status, load_existing_study, read_status
+        from hptune.status import format_status, read_status
+        from hptune.storage import load_existing_study
 
     name, url = _study_and_storage(study_file, study_name, storage)
     study = load_existing_study(name, url)

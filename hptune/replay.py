@@ -25,8 +25,7 @@ from hptune.errors import HptuneError
 from hptune.models import build_model
 from hptune.objective import logged_params, trial_seed
 from hptune.registry import TRIAL_METRICS
-from hptune.status import load_existing_study
-from hptune.storage import storage_url
+from hptune.storage import load_existing_study, storage_url
 from hptune.tracking import PARENT_RUN_ATTR, StudyReader, StudyTracker, resolve_tracking_uri
 from hptune.training import EpochReport, seed_everything, train
 

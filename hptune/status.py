@@ -18,8 +18,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hptune import pareto
 from hptune.attrs import EPOCH_ATTR, PLANNED_ATTR, WORKER_ATTR
-from hptune.errors import HptuneError
-from hptune.storage import open_storage, redact, sqlite_file
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 STATES = ("complete", "pruned", "fail", "running", "waiting")  # Optuna's names, in this order
@@ -51,26 +49,6 @@ class StudyStatus:
     trials_left: int
     workers: int  # processes running trials now
     eta_s: float | None
-
-
-def load_existing_study(study_name: str, storage: str) -> optuna.Study:
-    """The stored study, without creating a database or a study that is not there.
-
-    Raises:
-        HptuneError: no such database file, or no study of that name in it.
-    """
-    path = sqlite_file(storage)
-    if path is not None and not path.exists():
-        raise HptuneError(f"no study storage at {path} (storage {redact(storage)})")
-    opened = open_storage(storage)
-    try:
-        return optuna.load_study(study_name=study_name, storage=opened)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
-        raise HptuneError(
-            f"no study named {study_name!r} in {redact(storage)}; "
-            f"studies there: {', '.join(names) or 'none'}"
-        ) from None
 
 
 def read_status(study: optuna.Study, now: datetime.datetime | None = None) -> StudyStatus:

@@ -167,8 +167,8 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
     Args:
         url: the storage's SQLAlchemy URL (in-memory SQLite is refused: the study would
             vanish with the process, and ``continue`` or a worker could never find it).
-        create: False to read what is there (``export-report``): an SQLite file that does not
-            exist is an error, and no file is made.
+        create: False to read what is there (``load_existing_study``): an SQLite file that
+            does not exist is an error, and no file is made.
 
     Raises:
         HptuneError: a URL that is not one, in-memory SQLite, a database driver that is not
@@ -182,8 +182,27 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
                 " command ends; name a file, e.g. sqlite:///mlruns/optuna.db"
             )
         if not create and path is not None and not path.exists():
-            raise HptuneError(f"storage: {redact(url)}: there is no file {path}")
+            raise HptuneError(f"no study storage at {path} (storage {redact(url)})")
         return _open_storage(url, create)
+
+
+def load_existing_study(study_name: str, url: str) -> optuna.Study:
+    """The stored study, without creating a database or a study that is not there (for
+    ``hptune status``, ``replay`` and ``export-report``).
+
+    Raises:
+        HptuneError: no such database file, or no study of that name in it (the error lists
+            the studies there).
+    """
+    opened = open_storage(url, create=False)
+    try:
+        return optuna.load_study(study_name=study_name, storage=opened)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
+        raise HptuneError(
+            f"no study named {study_name!r} in {redact(url)}; "
+            f"studies there: {', '.join(names) or 'none'}"
+        ) from None
 
 
 def check_writable(url: str | None, what: str) -> None:

@@ -18,8 +18,8 @@ from optuna.trial import FrozenTrial, TrialState
 from hptune import objective
 from hptune.attrs import PLANNED_ATTR, WORKER_ATTR
 from hptune.cli import main
-from hptune.status import format_status, load_existing_study, read_status
-from hptune.storage import open_storage
+from hptune.status import format_status, read_status
+from hptune.storage import load_existing_study, open_storage
 from tests.conftest import study_yaml
 from tests.test_scale_out import Database, postgres  # noqa: F401 (the fixture)
 

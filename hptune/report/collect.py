@@ -11,9 +11,7 @@ from typing import Any
 import optuna
 
 from hptune.attrs import FAIL_REASON_ATTR, FINGERPRINT_ATTR, FIT_ATTR, RUN_ID_ATTR
-from hptune.errors import HptuneError
-from hptune.redact import redact
-from hptune.storage import open_storage
+from hptune.storage import load_existing_study
 from hptune.tracking import RunRecord, StudyReader
 
 INTERRUPTED = "interrupted"  # a trial's fail_reason (Optuna) or hptune.state (MLflow) when stopped
@@ -141,15 +139,7 @@ def collect(study_name: str, storage: str, tracking_uri: str | None, experiment:
             be reached.
     """
     reader = StudyReader(tracking_uri)  # first: it checks that the tracking store answers
-    stored = open_storage(storage, create=False)  # (a report makes no new store)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=stored)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(stored)]
-        raise HptuneError(
-            f"no study named {study_name!r} in {redact(storage)}; "
-            f"studies there: {', '.join(names) or 'none'}"
-        ) from None
+    study = load_existing_study(study_name, storage)  # (a report makes no new store)
     parent = reader.parent(experiment, study_name)
     runs = {run.run_id: run for run in reader.trials(parent)} if parent else {}
     trials, queued = [], 0

@@ -1,9 +1,9 @@
-"""MLflow tracking: the only module that imports mlflow.
+"""Writing a study's runs: one parent run per study, one child run per trial.
 
-One parent run per study, one child run per trial, created through ``MlflowClient`` (no fluent,
-process-global active run) so that parallel workers can log at once. Metrics go in one batched
-call per epoch with ``step=epoch``. The experiment, the runs and the registered model version
-carry the descriptions and names of ``hptune.notes``, which MLflow's UI shows first.
+Runs are created through ``MlflowClient`` (no fluent, process-global active run) so that
+parallel workers can log at once. Metrics go in one batched call per epoch with ``step=epoch``.
+The experiment, the runs and the registered model version carry the descriptions and names of
+``hptune.notes``, which MLflow's UI shows first.
 
 A trial's writes after its run is created (params, epochs, outcome with the confusion-matrix
 figure, end status) go through one background thread, in order, so that training does not wait
@@ -19,11 +19,9 @@ import os
 import sys
 import tempfile
 import time
-import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,95 +31,14 @@ from mlflow.tracking import MlflowClient
 
 from hptune import notes
 from hptune.environment import restore_environment
-from hptune.errors import HptuneError
 from hptune.plots import confusion_matrix_png
-from hptune.redact import redact, redact_study_file
-from hptune.storage import check_database, check_writable, database_lock, sqlite_file, use_wal
-from hptune.tracking_server import check_server
+from hptune.redact import redact_study_file
+from hptune.storage import database_lock, use_wal
+from hptune.tracking._store import open_client
 
 PARENT_RUN_ATTR = "hptune.mlflow_parent_run_id"  # kept in the Optuna study's user attributes
 NOTE = "mlflow.note.content"  # the description MLflow's UI shows for a run or an experiment
 EFFECTIVE_STUDY_FILE = "effective_study.yaml"  # the parent run's study file after overrides
-
-
-def resolve_tracking_uri(configured: str | None) -> str | None:
-    """``MLFLOW_TRACKING_URI``, else the study file's URI, else None (MLflow's own default)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or configured or None
-
-
-def check_tracking(tracking_uri: str | None, timeout_s: float = 10) -> None:
-    """Raise ``HptuneError`` when the tracking store cannot be used, before anything is
-    written: a URI scheme MLflow has no store for; a server (``http(s)://``) that does not
-    answer, or answers but not as MLflow (another program on that port); a database server
-    that cannot be reached (MLflow's client retries each of those for minutes before it gives
-    up); an SQLite file that cannot be written (a read-only file system). A folder (MLflow's old
-    file store, also MLflow's own default where ``./mlruns`` holds one) is refused by MLflow 3
-    unless ``MLFLOW_ALLOW_FILE_STORE`` is set: said here too."""
-    check_file_store(tracking_uri)
-    import mlflow
-
-    uri = tracking_uri or mlflow.get_tracking_uri()
-    _check_scheme(uri)
-    if uri.startswith(("http://", "https://")):
-        check_server(uri, timeout_s)
-        return
-    check_database(uri, "MLflow tracking store")
-    check_writable(uri, "MLflow tracking store")
-
-
-def _check_scheme(uri: str) -> None:
-    """Raise ``HptuneError`` for a URI no MLflow tracking store is registered for."""
-    # Probe: MLflow's registry of tracking stores is private; its lookup is what MlflowClient
-    # does first. Without it, MLflow's own error comes later.
-    try:
-        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
-    except ImportError:
-        return
-    try:
-        _tracking_store_registry.get_store_builder(uri)
-    except Exception:
-        scheme = urllib.parse.urlsplit(uri).scheme
-        raise HptuneError(
-            f"MLflow tracking store: {redact(uri)} has the scheme {scheme!r}, which MLflow has no"
-            " store for; use sqlite:///FILE, a database URL (postgresql://...) or an MLflow"
-            " server's http(s):// address"
-        ) from None
-
-
-def check_file_store(tracking_uri: str | None) -> None:
-    """Raise ``HptuneError`` when MLflow would open a file store it refuses (see
-    ``check_tracking``); with no URI, MLflow's default is resolved as MLflow resolves it."""
-    import mlflow
-    from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
-
-    uri = tracking_uri or mlflow.get_tracking_uri()
-    if urllib.parse.urlsplit(uri).scheme not in ("", "file") or MLFLOW_ALLOW_FILE_STORE.get():
-        return
-    refused = f"MLflow {mlflow.__version__} no longer opens file stores"
-    if tracking_uri:
-        raise HptuneError(
-            f"the MLflow tracking store {uri} is a folder: {refused}. Track to a database"
-            " instead (MLflow's default, sqlite:///mlflow.db, when tracking.uri and"
-            " MLFLOW_TRACKING_URI are unset), copy the folder's runs into one with `mlflow"
-            " migrate-filestore`, or set MLFLOW_ALLOW_FILE_STORE=true to use the folder anyway"
-        )
-    raise HptuneError(
-        f"with no tracking URI set, MLflow picks the folder {uri}, as it holds an old file"
-        f" store; {refused}. Copy its runs into a database (`mlflow migrate-filestore --source"
-        " mlruns --target sqlite:///mlflow.db`) and set tracking.uri (or MLFLOW_TRACKING_URI) to"
-        " sqlite:///mlflow.db; or set MLFLOW_ALLOW_FILE_STORE=true to use the folder anyway"
-    )
-
-
-def open_client(tracking_uri: str | None) -> MlflowClient:
-    """An ``MlflowClient`` whose store is set up: a new database gets MLflow's tables here, one
-    process at a time (``database_lock``), so that commands started together do not both
-    create them (MLflow's own set-up does not wait for another: the second fails, and may
-    leave the schema half made)."""
-    import mlflow
-
-    with database_lock(tracking_uri or mlflow.get_tracking_uri(), "setup"):
-        return MlflowClient(tracking_uri=tracking_uri)  # opens (and, if new, sets up) the store
 
 
 class StudyTracker:
@@ -473,81 +390,3 @@ def log_classification(
         path = Path(folder, f"{prefix}confusion_matrix.png")
         path.write_bytes(png)
         client.log_artifact(run_id, str(path))
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """What a report needs of one MLflow run (params and tags as MLflow stores them: text)."""
-
-    run_id: str
-    name: str
-    status: str
-    params: dict[str, str]
-    tags: dict[str, str]
-    metrics: dict[str, float]
-
-
-class StudyReader:
-    """Reads a study's runs back from MLflow, for ``hptune export-report``."""
-
-    def __init__(self, tracking_uri: str | None) -> None:
-        check_tracking(tracking_uri)
-        import mlflow
-
-        found = sqlite_file(tracking_uri or mlflow.get_tracking_uri())
-        if found is not None and not found.exists():  # (a report makes no new store)
-            raise HptuneError(f"MLflow tracking store: there is no file {found}")
-        self.client = open_client(tracking_uri)
-        self.tracking_uri = self.client.tracking_uri
-
-    def parent(self, experiment: str, study_name: str | None) -> RunRecord | None:
-        """The study's parent run in ``experiment`` (the only one, when no name is given)."""
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
-            return None
-        query = "tags.`hptune.role` = 'study'"
-        if study_name is not None:
-            query += f" and tags.`hptune.study` = '{study_name}'"
-        runs = self.client.search_runs([found.experiment_id], query, max_results=2)
-        return _record(runs[0]) if len(runs) == 1 else None
-
-    def trials(self, parent: RunRecord) -> list[RunRecord]:
-        """Every trial run under ``parent``."""
-        experiment_id = self.client.get_run(parent.run_id).info.experiment_id
-        query = f"tags.`mlflow.parentRunId` = '{parent.run_id}'"
-        return [_record(run) for run in self.client.search_runs([experiment_id], query)]
-
-    def run(self, run_id: str) -> RunRecord:
-        """One run, by its id."""
-        return _record(self.client.get_run(run_id))
-
-    def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
-        """A metric's (step, value) pairs, in step order."""
-        points = self.client.get_metric_history(run_id, key)
-        return sorted((point.step, point.value) for point in points)
-
-    def artifact(self, run_id: str, path: str) -> bytes | None:
-        """An artifact's bytes, or None when the run has no such artifact."""
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as folder:
-            try:
-                local = self.client.download_artifacts(run_id, path, folder)
-            except Exception:  # MLflow raises several kinds for a missing artifact
-                return None
-            return Path(local).read_bytes()
-
-    def log_folder(self, run_id: str, folder: Path, artifact_path: str) -> None:
-        """Upload a folder (the report) as artifacts of ``run_id``."""
-        self.client.log_artifacts(run_id, str(folder), artifact_path)
-
-
-def _record(run: Any) -> RunRecord:
-    return RunRecord(
-        run_id=run.info.run_id,
-        name=run.info.run_name or "",
-        status=run.info.status,
-        params=dict(run.data.params),
-        tags=dict(run.data.tags),
-        metrics=dict(run.data.metrics),
-    )
