@@ -38,6 +38,7 @@ from hptune.tracking import StudyTracker, TrialRun
 from hptune.training import Diverged, EpochReport, TrainResult, seed_everything, train
 
 # A trial ending in one of these is a recorded result (a FAILED trial), and the study goes on.
+PARAMS_METRIC = "model/params"  # the model's trainable parameters, logged when it is built
 TRIAL_FAILURES: tuple[type[Exception], ...] = (Diverged, ModelRejected, torch.OutOfMemoryError)
 
 
@@ -300,6 +301,8 @@ class Objective:
                 check_output(model, sample, len(self.splits.classes), config.model)
         except ConfigError as error:
             raise ModelRejected("; ".join(error.problems)) from error
+        # Its size is known now: logged for every trial, pruned and failed ones too.
+        running.run.log_metrics({PARAMS_METRIC: float(trainable_parameters(model))})
         return model
 
     def report(self, running: Running, report: EpochReport) -> None:
@@ -344,7 +347,7 @@ class Objective:
     def costs(self, model: torch.nn.Module) -> dict[str, float]:
         """The trained model's per-trial metrics: its size, and its latency when an objective
         needs it (a measurement costs ~``REPEATS`` forward passes)."""
-        costs = {"model/params": float(trainable_parameters(model))}
+        costs = {PARAMS_METRIC: float(trainable_parameters(model))}
         if "model/latency_ms" in self.metrics:
             images = self.splits.val_x[:LATENCY_BATCH]
             costs["model/latency_ms"] = latency_ms(model, images)
@@ -358,7 +361,7 @@ class Objective:
         trial, run = running.trial, running.run
         run.set_tags(fastpaths.trial_tags())
         costs = self.costs(model)
-        run.log_metrics(costs)
+        run.log_metrics({k: v for k, v in costs.items() if k != PARAMS_METRIC})  # (logged)
         final = {**result.history[-1].metrics, **costs}
         values = [final[metric] for metric in self.metrics]
         value = values[0]

@@ -48,6 +48,9 @@ def test_pruned_and_failed_trials_have_names_that_say_so(study: tuple[Path, str]
     assert set(by_name) == {NAME, "trial-0", "trial-1", "trial-2 (pruned)", "trial-3 (failed)"}
     assert by_name["trial-2 (pruned)"].info.status == "KILLED"  # type: ignore[attr-defined]
     assert by_name["trial-3 (failed)"].info.status == "FAILED"  # type: ignore[attr-defined]
+    # Every trial's model size is logged when it is built, so pruned and failed ones chart too.
+    sizes = {name: run.data.metrics.get("model/params") for name, run in by_name.items()}  # type: ignore[attr-defined]
+    assert all(size and size > 0 for name, size in sizes.items() if name != NAME), sizes
 
 
 def test_each_run_describes_itself_where_mlflow_shows_descriptions(
