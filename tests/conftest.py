@@ -154,6 +154,8 @@ def mlflow_server(backend_uri: str, *options: str) -> Iterator[str]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # No job runner: its seven huey consumers (~240 MB each) serve GenAI features only.
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
