@@ -103,10 +103,20 @@ def _displayable(image: np.ndarray) -> tuple[np.ndarray, str | None]:
     return image[0] if image.ndim == 3 else image, "gray"
 
 
+def gallery_indices(labels: np.ndarray, predictions: np.ndarray, count: int) -> np.ndarray:
+    """Which test images a gallery of ``count`` shows: the first misclassified ones (up to half
+    of it: the errors are what a reader looks for) and the first correct ones, in test order."""
+    wrong = np.flatnonzero(labels != predictions)
+    right = np.flatnonzero(labels == predictions)
+    errors = min(len(wrong), max(count // 2, count - len(right)))  # more when too few are right
+    return np.sort(np.concatenate([wrong[:errors], right[: count - errors]]))
+
+
 def gallery_figure(
     images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, classes: list[str]
 ) -> Figure:
-    """Test images titled "true / predicted", green when right and red when wrong (experiment A)."""
+    """Test images titled "true / predicted", green when right and red when wrong (experiment A);
+    ``gallery_indices`` picks them."""
     count = len(images)
     columns = min(count, 4)
     rows = -(-count // columns)

@@ -34,7 +34,7 @@ from hptune.objective import (
     StudyStopped,
     compared_settings,
 )
-from hptune.plots import gallery_figure
+from hptune.plots import gallery_figure, gallery_indices
 from hptune.progress import Progress
 from hptune.redact import redact
 from hptune.runs_view import study_config_view
@@ -500,8 +500,8 @@ def _finish(
     _, predictions = evaluate(model, splits.test_x, splits.test_y)
     labels, predicted = splits.test_y.cpu().numpy(), predictions.cpu().numpy()
     test = classification_details(labels, predicted, splits.classes)
-    n = GALLERY_SIZE
-    images = splits.test_x[:n].cpu().numpy()
-    gallery = gallery_figure(images, labels[:n], predicted[:n], splits.classes)
+    shown = gallery_indices(labels, predicted, GALLERY_SIZE)
+    images = splits.test_x[shown.tolist()].cpu().numpy()
+    gallery = gallery_figure(images, labels[shown], predicted[shown], splits.classes)
     tracker.log_test_evaluation(parent, test, gallery)
     return registered

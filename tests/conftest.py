@@ -1,4 +1,6 @@
-"""Shared fixtures: an isolated working folder per test, small IDX data sets, real Fashion-MNIST."""
+"""Shared fixtures and helpers: an isolated working folder per test, small IDX data sets, real
+Fashion-MNIST, and the ``hptune`` command run in this process (``invoke``) or in its own
+(``hptune_command``, ``command_environment``)."""
 
 from __future__ import annotations
 
@@ -17,11 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from hptune import interrupt
+from hptune.cli import main
 from hptune.data import IDX_FILES
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+ROOT = Path(__file__).parents[1]  # the checkout: its hptune is the one tested
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -105,6 +110,26 @@ def fashion_mnist() -> Path:
     return DEBIAN_FASHION
 
 
+def invoke(*args: str) -> tuple[int, str, str]:
+    """Run ``hptune ARGS`` in this process; its exit code, stdout and stderr. An exception the
+    command does not turn into an exit code (a programming error) is raised here."""
+    result = CliRunner().invoke(main, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def hptune_command(*args: str) -> list[str]:
+    """``python -m hptune ARGS``, for a test that needs the command in its own process."""
+    return [sys.executable, "-m", "hptune", *args]
+
+
+def command_environment(**extra: str) -> dict[str, str]:
+    """This process's environment for a child process, with this checkout's hptune first on
+    its import path, and ``extra``."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+
+
 def study_yaml(path: Path, text: str) -> Path:
     """Write a study file and return its path."""
     path.write_text(text)
@@ -129,6 +154,8 @@ def mlflow_server(backend_uri: str, *options: str) -> Iterator[str]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # No job runner: its seven huey consumers (~240 MB each) serve GenAI features only.
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import os
 import shlex
 import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +16,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import study_yaml
-from tests.test_cli import invoke
+from tests.conftest import command_environment, hptune_command, invoke, study_yaml
 
 STUDY = """name: s
 n_trials: 1
@@ -127,9 +124,9 @@ def test_an_existing_study_on_a_read_only_file_system_is_one_line(
     assert code == 0, err
     # The same command again, with the folder mounted read-only (only for that command: its
     # own mount namespace). chmod would not do: tests run as root, who writes anyway.
-    command = [sys.executable, "-m", "hptune", "optimize", str(path)]
+    command = hptune_command("optimize", str(path))
     script = f"mount --bind -o ro {work} {work} && exec {shlex.join(command)}"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = command_environment()
     run = subprocess.run(
         ["unshare", "-m", "sh", "-c", script], cwd=work, env=env, capture_output=True, text=True
     )

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
-from hptune.cli import main
-from tests.conftest import study_yaml
+from tests.conftest import hptune_command, invoke, study_yaml
 
 STUDIES = Path(__file__).parents[1] / "studies"
-
-
-def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, list(args))
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_validate_prints_the_space_without_data_or_stores(tmp_path: Path) -> None:
@@ -171,9 +161,7 @@ def test_cuda_requested_but_absent(tmp_path: Path) -> None:
 
 
 def test_python_m_hptune_help() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "hptune", "--help"], capture_output=True, text=True, check=False
-    )
+    result = subprocess.run(hptune_command("--help"), capture_output=True, text=True, check=False)
     # `python -m hptune` is the same command (used on the GPU machine).
     assert result.returncode == 0 and "optimize" in result.stdout and "validate" in result.stdout
 

@@ -4,7 +4,6 @@ stay usable. Real ``python -m hptune optimize`` processes."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import study_yaml
+from tests.conftest import command_environment, hptune_command, study_yaml
 
 STUDY = """name: together
 n_trials: 1
@@ -29,8 +28,8 @@ PROCESSES = 4
 
 def start_together(folder: Path, study_name: str) -> list[subprocess.CompletedProcess[str]]:
     """Start ``PROCESSES`` optimize commands at once; wait for all of them."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    command = [sys.executable, "-m", "hptune", "optimize", "s.yaml", "--study-name", study_name]
+    env = command_environment()
+    command = hptune_command("optimize", "s.yaml", "--study-name", study_name)
     running = [
         subprocess.Popen(
             command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

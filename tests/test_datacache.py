@@ -15,8 +15,7 @@ from hptune.config import DataConfig
 from hptune.errors import DataError
 from hptune.study import _parent_tags
 from hptune.studyfile import load_study_file
-from tests.conftest import study_yaml, write_idx
-from tests.test_cli import invoke
+from tests.conftest import invoke, study_yaml, write_idx
 
 CPU = torch.device("cpu")
 

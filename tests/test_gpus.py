@@ -11,13 +11,11 @@ from typing import Any
 import optuna
 import pytest
 import torch
-from click.testing import CliRunner
 
 from hptune import workers
-from hptune.cli import main
 from hptune.device import GPU_ENV, visible_gpus, worker_gpus
 from hptune.errors import HptuneError
-from tests.conftest import study_yaml
+from tests.conftest import invoke, study_yaml
 
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 
@@ -84,9 +82,9 @@ def test_cpu_workers_keep_the_environment_as_it_is() -> None:
 
 def test_optimize_refuses_gpus_without_cuda_and_writes_nothing(tmp_path: Path) -> None:
     path = study_yaml(tmp_path / "s.yaml", "name: s\ntrain: {device: cpu}\n")
-    result = CliRunner().invoke(main, ["optimize", str(path), "--workers", "2", "--gpus", "0,1"])
-    assert result.exit_code == 2
-    assert "error: gpus=[0, 1] needs CUDA, but trials train on cpu" in result.stderr
+    code, _, err = invoke("optimize", str(path), "--workers", "2", "--gpus", "0,1")
+    assert code == 2
+    assert "error: gpus=[0, 1] needs CUDA, but trials train on cpu" in err
     assert not (tmp_path / "mlruns").exists()
 
 

@@ -4,12 +4,11 @@ leave the caller's matplotlib backend and environment variables as they were."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import study_yaml
+from tests.conftest import command_environment, study_yaml
 from tests.test_study import SMALL
 
 # A caller (a notebook, a GUI, a script) with its own matplotlib backend, which is not Agg,
@@ -39,7 +38,7 @@ def test_importing_and_optimizing_leave_the_callers_backend_and_environment(
     tmp_path: Path, mnist_dir: Path
 ) -> None:
     path = study_yaml(tmp_path / "small.yaml", SMALL)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = command_environment()
     run = subprocess.run(
         [sys.executable, "-c", CALLER, str(path)],
         env=env, capture_output=True, text=True, timeout=600,

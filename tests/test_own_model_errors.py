@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import invoke
+from tests.conftest import invoke
 from tests.usercode import user_code_fixture, write  # noqa: F401  (the user_code fixture)
 
 # Extra user code appended to mymodels.py / mydata.py for the cases below.

@@ -16,7 +16,7 @@ from hptune.config import ModelConfig
 from hptune.models import build_model
 from hptune.studyfile import load_study_file
 from hptune.training import train
-from tests.test_cli import invoke
+from tests.conftest import invoke
 from tests.usercode import user_code_fixture  # noqa: F401  (the user_code fixture)
 
 

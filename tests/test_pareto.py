@@ -9,27 +9,16 @@ from typing import Any
 
 import optuna
 import pytest
-from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 from torch import nn
 
 from hptune import pareto
-from hptune.cli import main
 from hptune.errors import ConfigError
 from hptune.modelcost import latency_ms, trainable_parameters
 from hptune.studyfile import validate_config
-from tests.conftest import study_yaml
+from tests.conftest import invoke, study_yaml
 
 TWO = [{"metric": "val/accuracy"}, {"metric": "model/params"}]
-
-
-def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, list(args))
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        import traceback
-
-        traceback.print_exception(result.exception)
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.mark.parametrize(

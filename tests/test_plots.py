@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hptune.plots import confusion_matrix_figure, confusion_matrix_png
+from hptune.plots import confusion_matrix_figure, confusion_matrix_png, gallery_indices
 
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"]
 FASHION += ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -59,3 +59,13 @@ def test_threads_drawing_at_once_each_get_their_own_matrix() -> None:
     with ThreadPoolExecutor(4) as pool:
         pngs = list(pool.map(lambda m: confusion_matrix_png(m, FASHION, title), cases))
     assert pngs == [full_draw(m, FASHION, title) for m in cases]
+
+
+def test_the_gallery_shows_the_first_errors_beside_the_first_right_answers() -> None:
+    labels = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1])
+    predicted = np.array([0, 1, 2, 3, 4, 9, 6, 7, 0, 9, 1, 1])  # wrong at 5, 8 and 10
+    assert gallery_indices(labels, predicted, 4).tolist() == [0, 1, 5, 8]
+    assert gallery_indices(labels, predicted, 8).tolist() == [0, 1, 2, 3, 4, 5, 8, 10]
+    # No errors (or only errors): the gallery is still full.
+    assert gallery_indices(labels, labels, 4).tolist() == [0, 1, 2, 3]
+    assert gallery_indices(labels, (labels + 1) % 10, 4).tolist() == [0, 1, 2, 3]

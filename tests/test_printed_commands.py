@@ -7,9 +7,8 @@ from pathlib import Path
 
 import optuna
 
-from tests.conftest import study_yaml
+from tests.conftest import invoke, study_yaml
 from tests.test_bad_input import STUDY  # the same one-trial study
-from tests.test_cli import invoke
 
 
 def printed(out: str, label: str) -> list[str]:

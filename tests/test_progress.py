@@ -8,7 +8,6 @@ import os
 import pty
 import struct
 import subprocess
-import sys
 import termios
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hptune.progress import Progress
-from tests.conftest import study_yaml
+from tests.conftest import command_environment, hptune_command, study_yaml
 
 TWO_TRIALS = """name: two
 n_trials: 2
@@ -28,24 +27,15 @@ search_space:
   lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}
 """
 
-ROOT = Path(__file__).parents[1]
-
-
-def command(path: Path) -> list[str]:
-    return [sys.executable, "-m", "hptune", "optimize", str(path)]
-
-
-def environment() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true"}
-
 
 def on_a_terminal(path: Path, columns: int = 80) -> tuple[int, list[str]]:
     """Run the CLI with stderr on a pseudo-terminal ``columns`` wide; return its exit code and
     every state a bar was drawn in (the text between carriage returns and newlines)."""
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    command = hptune_command("optimize", str(path))
     process = subprocess.Popen(
-        command(path), stdout=subprocess.DEVNULL, stderr=follower, env=environment()
+        command, stdout=subprocess.DEVNULL, stderr=follower, env=command_environment()
     )
     os.close(follower)
     output = b""
@@ -88,8 +78,9 @@ def test_a_log_file_gets_one_line_per_finished_trial(two: Path, tmp_path: Path) 
     log = tmp_path / "stderr.log"
     with log.open("w") as stderr:
         started = time.monotonic()
+        command = hptune_command("optimize", str(two))
         result = subprocess.run(
-            command(two), stdout=subprocess.PIPE, stderr=stderr, env=environment(), text=True
+            command, stdout=subprocess.PIPE, stderr=stderr, env=command_environment(), text=True
         )
     assert result.returncode == 0, log.read_text()
     assert time.monotonic() - started < 300

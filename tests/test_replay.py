@@ -7,11 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
-from hptune.cli import main
-from tests.conftest import study_yaml
+from tests.conftest import invoke, study_yaml
 
 # CPU, fp32, a searched learning rate and dropout (a seeded random draw during training).
 SMALL = """name: small
@@ -23,11 +21,6 @@ pruner: {name: none}
 search_space:
   lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}
 """
-
-
-def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_a_cpu_fp32_replay_is_exact_and_is_its_own_run(tmp_path: Path, mnist_dir: Path) -> None:

@@ -17,11 +17,9 @@ import matplotlib
 import matplotlib.image
 import optuna
 import pytest
-from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
-from hptune.cli import main
-from tests.conftest import write_idx
+from tests.conftest import invoke, write_idx
 
 HEADINGS = (
     "1. Summary",
@@ -49,11 +47,6 @@ ROWS = """  - {activation: relu, lr: 0.01}
   - {activation: sigmoid, lr: 0.00001}
   - {activation: exponential, lr: 1000.0}
 """
-
-
-def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 def make_study(root: Path, name: str = "rep", rows: str = ROWS, *options: str) -> Path:

@@ -9,7 +9,7 @@ import pytest
 
 from hptune import safeyaml
 from hptune.studyfile import load_study_file
-from tests.test_cli import invoke
+from tests.conftest import invoke
 
 LAUGHS = (
     "name: x\na: &a ["

@@ -8,7 +8,6 @@ import glob
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from tests.conftest import free_port, mlflow_server, study_yaml
+from tests.conftest import (
+    command_environment,
+    free_port,
+    hptune_command,
+    mlflow_server,
+    study_yaml,
+)
 
 Database = Callable[[str], str]  # a new database's name -> its SQLAlchemy URL
 PASSWORD = "pw-not-shown"
@@ -105,9 +110,10 @@ search_space:
 
 
 def hptune(*args: str, tracking_uri: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
-    command = [sys.executable, "-m", "hptune", *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    env = command_environment(MLFLOW_TRACKING_URI=tracking_uri)
+    return subprocess.run(
+        hptune_command(*args), env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_workers_share_a_table_on_postgresql_through_a_tracking_server(
@@ -185,8 +191,8 @@ def test_a_killed_machines_trial_is_failed_and_rerun_on_postgresql(
 
     url = postgres("killed")
     path = study_yaml(tmp_path / "machines.yaml", SAMPLED.format(storage=url))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_server}
-    machine = subprocess.Popen([sys.executable, "-m", "hptune", "optimize", str(path)], env=env)
+    env = command_environment(MLFLOW_TRACKING_URI=tracking_server)
+    machine = subprocess.Popen(hptune_command("optimize", str(path)), env=env)
     try:
         deadline = time.monotonic() + 90
         while not _running_with_a_run(url):  # its trial trains (100,000 epochs) and is logged

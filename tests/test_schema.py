@@ -10,11 +10,10 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from click.testing import CliRunner
 
 from hptune import registry
-from hptune.cli import main
 from hptune.schema import DESCRIPTIONS, SCHEMA_FILE, properties, study_schema
+from tests.conftest import invoke
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY_FILES = sorted([*ROOT.glob("studies/*.yaml"), *ROOT.glob("examples/**/*.yaml")])
@@ -27,10 +26,10 @@ def validator() -> jsonschema.Draft202012Validator:
 
 
 def test_the_committed_schema_is_what_hptune_schema_prints() -> None:
-    result = CliRunner().invoke(main, ["schema"])
-    assert result.exit_code == 0, result.stderr
+    code, out, err = invoke("schema")
+    assert code == 0, err
     # Regenerate with `hptune schema > schema/study.schema.json` after changing the models.
-    assert (ROOT / SCHEMA_FILE).read_text() == result.stdout
+    assert (ROOT / SCHEMA_FILE).read_text() == out
 
 
 def test_every_property_has_a_description_and_every_description_a_property() -> None:

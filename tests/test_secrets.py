@@ -13,8 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sqlalchemy.engine import make_url
 
-from tests.conftest import study_yaml, write_idx
-from tests.test_cli import invoke
+from tests.conftest import invoke, study_yaml, write_idx
 from tests.test_scale_out import Database, postgres  # noqa: F401 (a fixture)
 
 STUDY = """name: sec

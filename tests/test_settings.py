@@ -12,8 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from hptune import storage
 from hptune.tracking import EFFECTIVE_STUDY_FILE
-from tests.conftest import study_yaml
-from tests.test_cli import invoke
+from tests.conftest import invoke, study_yaml
 
 TINY = """name: tiny
 n_trials: 1

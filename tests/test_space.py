@@ -98,7 +98,7 @@ def test_the_highest_value_is_the_one_optuna_runs(
 
 
 def test_a_step_that_does_not_divide_its_range_is_a_warning(tmp_path: Path) -> None:
-    from tests.test_cli import invoke
+    from tests.conftest import invoke
 
     path = study_yaml(
         tmp_path / "s.yaml",

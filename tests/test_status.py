@@ -11,33 +11,18 @@ from typing import Any
 
 import optuna
 import pytest
-from click.testing import CliRunner
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from hptune import objective
 from hptune.attrs import PLANNED_ATTR, WORKER_ATTR
-from hptune.cli import main
 from hptune.status import format_status, read_status
 from hptune.storage import load_existing_study, open_storage
-from tests.conftest import study_yaml
+from tests.conftest import invoke, study_yaml
 from tests.test_scale_out import Database, postgres  # noqa: F401 (the fixture)
+from tests.test_study import SMALL
 
-SMALL = """name: small
-n_trials: 2
-data: {dataset: mnist, val_fraction: 0.2}
-model: {width: 16, depth: 1}
-train: {epochs: 2, batch_size: 32}
-pruner: {name: none}
-search_space:
-  lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}
-"""
 START = datetime.datetime(2026, 1, 1, 12, 0, 0)
-
-
-def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 def finished(number: int, state: TrialState, value: float | None, seconds: float) -> FrozenTrial:

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 from hptune import grid, storage
-from hptune.cli import main
 from hptune.studyfile import load_study_file
+from tests.conftest import invoke
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 
@@ -31,11 +30,6 @@ CONFIGURATIONS = {
     "mnist_dense_sgd": 1,  # D: no convolution
     "fashion_mlp_lr_hidden": 12,  # E: 4 lr x 3 hidden sizes
 }
-
-
-def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_the_studies_folder_holds_exactly_the_experiments_and_the_flagship() -> None:

@@ -8,7 +8,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from hptune.errors import StudyConflictError
 from hptune.progress import Progress
 from hptune.studyfile import load_study_file
 from hptune.tracking import TrialRun
-from tests.conftest import study_yaml
+from tests.conftest import command_environment, hptune_command, study_yaml
 
 SMALL = """name: small
 n_trials: 2
@@ -366,10 +365,10 @@ def start_worker_in_a_trial(
     logged."""
     path = study_yaml(tmp_path / "small.yaml", SMALL.replace("epochs: 2", "epochs: 100000"))
     worker = subprocess.Popen(
-        [sys.executable, "-m", "hptune", "optimize", str(path), *args],
+        hptune_command("optimize", str(path), *args),
         cwd=tmp_path,
         # faulthandler: wait_for_exit can make a stuck worker print every thread's stack.
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "PYTHONFAULTHANDLER": "1"},
+        env=command_environment(PYTHONFAULTHANDLER="1"),
     )
     deadline = time.monotonic() + 60
     while running_trials(Path("mlruns/optuna.db")) < trials:

@@ -197,7 +197,7 @@ def test_workers_need_an_import_path_not_a_callable(user_code: Path) -> None:
 
 
 def test_validate_shows_the_factory_signature_and_user_params(user_code: Path) -> None:
-    from tests.test_cli import invoke
+    from tests.conftest import invoke
 
     code, out, err = invoke("validate", str(user_code / "study.yaml"))
     assert code == 0, err

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -21,7 +20,7 @@ from hptune import interrupt, storage, study
 from hptune.attrs import RUN_ID_ATTR, SETTINGS_ATTR
 from hptune.objective import StudyStopped, compared_settings
 from hptune.workers import shares
-from tests.conftest import study_yaml
+from tests.conftest import command_environment, hptune_command, study_yaml
 from tests.test_batchrun import GRID
 from tests.test_study import (
     PRUNED_AT_EPOCH_1,
@@ -159,9 +158,9 @@ def test_a_stopped_study_with_workers_logs_its_best_model(
 ) -> None:
     path = study_yaml(tmp_path / "small.yaml", FAST_THEN_STOPPED)
     main = subprocess.Popen(
-        [sys.executable, "-m", "hptune", "optimize", str(path), "--workers", "2"],
+        hptune_command("optimize", str(path), "--workers", "2"),
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "PYTHONFAULTHANDLER": "1"},
+        env=command_environment(PYTHONFAULTHANDLER="1"),
     )
     deadline = time.monotonic() + 90
     while not (

@@ -2,8 +2,8 @@
 no process-wide backend), each returned as PNG bytes.
 
 A trial has one colour in every figure (``colours``): the best ``TOP_K`` complete trials by
-rank, every other trial faint grey. A figure that cannot be drawn raises ``Unavailable`` with
-the reason, which the report prints in place of the figure.
+rank (all of them when there are fewer), every other trial faint grey. A figure that cannot be
+drawn raises ``Unavailable`` with the reason, which the report prints in place of the figure.
 """
 
 from __future__ import annotations
@@ -193,14 +193,29 @@ def _per_layer(axes: Axes, best: BestData, stat: str) -> dict[str, list[tuple[in
 
 
 def gradient_flow(best: BestData) -> bytes:
-    """Experiment B: mean |grad| per weight layer over epochs (log) and at the final epoch."""
+    """Experiment B: mean |grad| per weight layer over epochs and at the final epoch, both on
+    one log axis (layers differ by orders of magnitude).
+
+    Note:
+        The final epoch is a dot per layer, labelled with its value, in the layer's colour
+        from the left panel: a bar on a log axis has no zero to start from, so its length
+        would say nothing (a layer 10x smaller looked almost empty).
+    """
     figure = Figure(figsize=(13, 4.8), layout="constrained")
-    over_time, final = figure.subplots(1, 2)
+    over_time, final = figure.subplots(1, 2, sharey=True)
     means = _per_layer(over_time, best, "mean_abs")
     over_time.set_yscale("log")
     over_time.set(title="Gradient flow: mean |grad| per layer", ylabel="mean |grad|")
-    final.bar(list(means), [points[-1][1] for points in means.values()], color="tab:orange")
-    final.set_yscale("log")
+    for x, (line, points) in enumerate(zip(over_time.get_lines(), means.values(), strict=True)):
+        value = points[-1][1]
+        final.plot(x, value, "o", markersize=9, color=line.get_color())
+        final.annotate(
+            f"{value:.2g}", (x, value), xytext=(8, 0), textcoords="offset points", va="center"
+        )
+    final.set_xticks(range(len(means)), list(means))
+    final.set_xlim(-0.5, len(means) - 0.5)
+    final.yaxis.set_tick_params(labelleft=True)
+    final.grid(axis="y", which="both", alpha=0.3)
     final.set(title="Mean |grad| at the final epoch", xlabel="layer", ylabel="mean |grad|")
     return png(figure)
 
@@ -377,7 +392,7 @@ def intermediate_values(data: ReportData) -> bytes:
     _epochs(axes)
     axes.grid(alpha=0.3)
     if axes.get_legend_handles_labels()[0]:
-        axes.legend(fontsize=8, title=f"best {TOP_K}", ncols=2)
+        axes.legend(fontsize=8, title=f"best {len(palette)}", ncols=2)
     return png(figure)
 
 

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import matplotlib
-from optuna.distributions import CategoricalDistribution
 
 from hptune.metrics import FIT_RULE
 from hptune.redact import redact
 from hptune.report import figures
 from hptune.report.collect import ReportData, TrialData
+from hptune.report.levels import MAX_LEVELS, Levels, binned_note, levels, objective_by_level
 
 FIT_LABELS = ("under-fit", "good fit", "over-fit")
 
@@ -75,6 +75,17 @@ def _fmt(value: object) -> object:
     return "" if value is None else value
 
 
+SCORES = ("accuracy", "f1", "precision", "recall")  # metrics bounded in [0, 1]
+
+
+def _metric(key: str, value: float | None) -> object:
+    """A score to 4 decimals, so 1.0 and 0.95 line up as 1.0000 and 0.9500 beside 0.9744;
+    any other metric as ``_fmt``."""
+    if value is not None and any(word in key for word in SCORES):
+        return f"{value:.4f}"
+    return _fmt(value)
+
+
 IMPORTANCE_TRIALS_PER_PARAM = 10  # fewer complete trials per parameter: too few to trust
 
 
@@ -113,7 +124,7 @@ def summary(data: ReportData) -> Section:
         best = data.best.trial
         rows.append([f"best ({data.metric})", f"trial {best.number}: {best.value:.4f}"])
         rows += [[f"best {k}", _fmt(v)] for k, v in best.params.items()]
-        rows += [[k, _fmt(v)] for k, v in sorted(data.best.test_metrics.items())]
+        rows += [[k, _metric(k, v)] for k, v in sorted(data.best.test_metrics.items())]
         if not data.best.test_metrics:
             rows.append(["test set", "not evaluated for this trial (the study was not finished)"])
     else:
@@ -215,8 +226,8 @@ def results(data: ReportData) -> Section:
                 trial.number,
                 trial.state,
                 *[_fmt(trial.params.get(name)) for name in names],
-                _fmt(trial.value),
-                *[_fmt(trial.final(key)) for _, key in metrics],
+                _metric(data.metric, trial.value),
+                *[_metric(key, trial.final(key)) for _, key in metrics],
                 _fmt(trial.best_epoch),
                 _fmt(trial.fit),
                 _fmt(trial.fail_reason),
@@ -234,9 +245,8 @@ def results(data: ReportData) -> Section:
 
 def comparison(data: ReportData) -> Section:
     note = Text(
-        f"The {figures.TOP_K} best complete trials are drawn in colour, each in the same colour "
-        "in every figure, the others faint grey. Final values are dots (best at the top), so "
-        "the axis need not start at zero."
+        f"{_coloured(data)} Final values are dots (best at the top), so the axis need not "
+        "start at zero."
     )
     return Section(
         "3. Comparison plots",
@@ -249,69 +259,88 @@ def comparison(data: ReportData) -> Section:
     )
 
 
+def _coloured(data: ReportData) -> str:
+    """Which trials the figures colour and which they draw grey, as counted in this study."""
+    coloured = figures.colours(data)
+    others: dict[str, int] = {}
+    for trial in data.trials:
+        if trial.number not in coloured and trial.curves:
+            others[trial.state] = others.get(trial.state, 0) + 1
+    if not coloured:
+        text = "No trial is complete, so none is drawn in colour"
+    elif len(coloured) == len(data.ranked()):
+        text = (
+            "The one complete trial is drawn in colour"
+            if len(coloured) == 1
+            else f"All {len(coloured)} complete trials are drawn in colour"
+        )
+    else:
+        text = (
+            f"The {len(coloured)} best of {len(data.ranked())} complete trials are drawn in colour"
+        )
+    text += ", each in the same colour in every figure" if coloured else ""
+    if others:
+        grey = sum(others.values())
+        states = ", ".join(f"{n} {state}" for state, n in others.items())
+        plural = "" if grey == 1 else "s"
+        if len(others) == 1:  # "the 3 pruned trials", not "the other 3 trials (3 pruned)"
+            text += f"; the {states} trial{plural} faint grey"
+        else:
+            text += f"; the other {grey} trial{plural} ({states}) faint grey"
+    return text + "."
+
+
 def grouped(data: ReportData) -> Section:
+    """A table per parameter (its levels: ``levels.levels``), then the heat map of two."""
     complete = data.ranked()
+    found = [found for name in _param_names(data) if (found := levels(data, name))]
     blocks: list[Text | Table | Image] = []
-    categorical = [
-        name
-        for name in _param_names(data)
-        if any(isinstance(t.distributions.get(name), CategoricalDistribution) for t in data.trials)
-    ]
     if not complete:
         blocks.append(Text("No complete trial yet: nothing to group."))
-    elif not categorical:
-        blocks.append(Text("The study has no categorical parameter to group by."))
-    for name in categorical if complete else []:
-        groups: dict[object, list[float]] = {}
-        for trial in complete:
-            if name in trial.params:
-                groups.setdefault(trial.params[name], []).append(trial.value or 0.0)
+    elif not found:
+        blocks.append(Text("No parameter takes two values among the complete trials: no groups."))
+    for level in found:
+        cells = objective_by_level(complete, [level])
         rows = [
-            [value, len(v), _fmt(statistics.fmean(v)), _fmt(min(v)), _fmt(max(v))]
-            for value, v in groups.items()
+            [value, len(v), *[_metric(data.metric, f(v)) for f in (statistics.fmean, min, max)]]
+            for value in level.order
+            if (v := cells.get((value,)))
         ]
-        rows.sort(key=lambda row: _order(row[0]))
-        blocks.append(Text(f"{data.metric} grouped by {name} (complete trials; levels in order):"))
-        blocks.append(Table([name, "trials", "mean", "min", "max"], rows, f"grouped_{name}.csv"))
-    blocks += _heat_map(data)
+        text = f"{data.metric} grouped by {level.name} (complete trials; levels in order)"
+        blocks.append(Text(text + (f". {binned_note(data, level)}" if level.binned else ":")))
+        blocks.append(
+            Table([level.name, "trials", "mean", "min", "max"], rows, f"grouped_{level.name}.csv")
+        )
+    blocks += _heat_map(data, found)
     return Section("4. Grouped analysis", blocks)
 
 
-def _heat_map(data: ReportData) -> list[Text | Table | Image]:
-    complete = data.ranked()
-    axes = [
-        name
-        for name in _param_names(data)
-        if 2 <= len({t.params.get(name) for t in complete if name in t.params}) <= 12
-    ][:2]
+def _heat_map(data: ReportData, found: list[Levels]) -> list[Text | Table | Image]:
+    # Parameters with chosen values first: a binned one is the axis of last resort.
+    axes = sorted((f for f in found if len(f.order) <= MAX_LEVELS), key=lambda f: f.binned)[:2]
     if len(axes) < 2:
         return [
             Text(
-                "Heat map: not shown, it needs two parameters with 2 to 12 values each "
+                "Heat map: not shown, it needs two parameters with 2 to 12 levels each "
                 "among complete trials."
             )
         ]
     first, second = axes
-    rows_values = list(dict.fromkeys(t.params[first] for t in complete if first in t.params))
-    column_values = list(dict.fromkeys(t.params[second] for t in complete if second in t.params))
-    rows_values.sort(key=_order)
-    column_values.sort(key=_order)
-    cells: dict[tuple[object, object], list[float]] = {}
-    for trial in complete:
-        if first in trial.params and second in trial.params:
-            key = (trial.params[first], trial.params[second])
-            cells.setdefault(key, []).append(trial.value or 0.0)
+    cells = objective_by_level(data.ranked(), axes)
     means = {key: statistics.fmean(v) for key, v in cells.items()}
-    sizes = {key: len(v) for key, v in cells.items()}
     low, high = min(means.values()), max(means.values())
     colour_map = matplotlib.colormaps["RdYlGn" if data.maximize else "RdYlGn_r"]
     rows, colours = [], []
-    for r in rows_values:
+    for r in first.order:
         row: list[object] = [r]
         colour_row: list[str | None] = [None]
-        for c in column_values:
+        for c in second.order:
             mean = means.get((r, c))
-            row.append(f"{_fmt(mean)} (n={sizes[(r, c)]})" if mean is not None else "–")
+            row.append(
+                f"{_metric(data.metric, mean)} (n={len(cells[(r, c)])})"
+                if mean is not None
+                else "–"
+            )
             if mean is None:
                 colour_row.append(None)
             else:
@@ -319,18 +348,16 @@ def _heat_map(data: ReportData) -> list[Text | Table | Image]:
                 colour_row.append(matplotlib.colors.to_hex(colour_map(0.15 + 0.7 * share)))
         rows.append(row)
         colours.append(colour_row)
-    columns = [f"{first} \\ {second}", *map(str, column_values)]
+    columns = [f"{first.name} \\ {second.name}", *map(str, second.order)]
+    text = (
+        f"Heat map: mean {data.metric} by {first.name} (rows) and {second.name} (columns); n: "
+        "how many complete trials each cell averages."
+    )
+    text += "".join(f" {binned_note(data, axis)}" for axis in axes if axis.binned)
     return [
-        Text(
-            f"Heat map: mean {data.metric} by {first} (rows) and {second} (columns); n: how "
-            "many complete trials each cell averages."
-        ),
-        Table(columns, rows, f"heatmap_{first}_{second}.csv", colours=colours),
+        Text(text),
+        Table(columns, rows, f"heatmap_{first.name}_{second.name}.csv", colours=colours),
     ]
-
-
-def _order(value: object) -> tuple[int, object]:
-    return (0, value) if isinstance(value, int | float) else (1, str(value))
 
 
 def best_trial(data: ReportData) -> Section:
@@ -357,7 +384,7 @@ def best_trial(data: ReportData) -> Section:
         )
         per_class = details.get("per_class") or {}
         rows = [
-            [name, _fmt(s["precision"]), _fmt(s["recall"]), _fmt(s["f1"]), s["support"]]
+            [name, *[_metric(key, s[key]) for key in ("precision", "recall", "f1")], s["support"]]
             for name, s in per_class.items()
         ]
         if rows:
