@@ -233,7 +233,8 @@ def test_a_view_mlflow_refuses_is_a_warning_not_a_failure(
 ) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = StudyTracker("refused", uri)
-    # A state longer than MLflow's longest experiment tag value (20,000 characters).
+    # A state longer than MLflow's longest experiment tag value (20,000 characters in 3.17,
+    # 5,000 in 3.13: a study's view is about 1,000).
     huge = RunsView("hptune-huge", "huge", {"selectedColumns": ["params.`x`"] * 2_000})
     with caplog.at_level(logging.WARNING, "hptune.tracking"):
         key = tracker.describe_experiment("described anyway", huge)
@@ -244,7 +245,7 @@ def test_a_view_mlflow_refuses_is_a_warning_not_a_failure(
     assert [r.getMessage()[:62] for r in ours] == [
         "hptune: the saved view 'hptune-huge' of MLflow's runs page was"
     ]
-    assert "maximum length of 20000" in ours[0].getMessage()
+    assert "exceeds the maximum length of " in ours[0].getMessage()
     tags = MlflowClient(uri).get_experiment(tracker.experiment_id).tags
     assert tags["mlflow.note.content"] == "described anyway" and huge.tag not in tags
     tracker.close()
