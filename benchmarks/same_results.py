@@ -37,8 +37,13 @@ def run(root: Path, study: Path, work: Path, overrides: list[str], n_trials: int
     with (work / "stderr.log").open("w") as log:
         result = subprocess.run(command, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
     if result.returncode != 0:
-        raise SystemExit(f"{root}: {study.name} failed (exit {result.returncode}), see {log.name}")
+        last = (work / "stderr.log").read_text().strip().splitlines()[-1:]
+        raise Failed(f"{root} exited with {result.returncode}: {' '.join(last)}")
     return time.monotonic() - started
+
+
+class Failed(Exception):
+    """A checkout's run of a study file did not finish."""
 
 
 def trials(work: Path) -> tuple[str, list[optuna.trial.FrozenTrial]]:
@@ -73,10 +78,15 @@ def main() -> int:
     for name in names:
         study = (args.new / "studies" / name).resolve()
         rows, seconds = {}, {}
-        for side, root in (("old", args.old), ("new", args.new)):
-            work = args.work.resolve() / side / study.stem
-            seconds[side] = run(root.resolve(), study, work, args.overrides, args.n_trials)
-            rows[side] = [row(t, args.digits) for t in trials(work)[1]]
+        try:
+            for side, root in (("old", args.old), ("new", args.new)):
+                work = args.work.resolve() / side / study.stem
+                seconds[side] = run(root.resolve(), study, work, args.overrides, args.n_trials)
+                rows[side] = [row(t, args.digits) for t in trials(work)[1]]
+        except Failed as error:
+            print(f"\n## {name}: FAILED ({error})")
+            differ.append(name)
+            continue
         same = rows["old"] == rows["new"]
         print(
             f"\n## {name}: {'same' if same else 'DIFFERENT'} "
