@@ -35,9 +35,12 @@ __all__ = [
 
 def optimize(config: StudyConfig) -> StudyResult:
     """Run ``config.n_trials`` more trials of the study (see ``hptune.study.optimize``)."""
-    from hptune.study import optimize as run
+    from hptune.environment import restored_environment
 
-    return run(config)
+    with restored_environment():  # importing mlflow, the first time, edits os.environ too
+        from hptune.study import optimize as run
+
+        return run(config)
 
 
 def __getattr__(name: str) -> Any:

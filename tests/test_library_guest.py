@@ -38,7 +38,9 @@ def test_importing_and_optimizing_leave_the_callers_backend_and_environment(
     tmp_path: Path, mnist_dir: Path
 ) -> None:
     path = study_yaml(tmp_path / "small.yaml", SMALL)
-    env = command_environment()
+    # A caller whose own MLflow set its telemetry session (MLflow edits os.environ when first
+    # imported: here, with telemetry off, it removes the variable) before it used hptune.
+    env = command_environment(_MLFLOW_TELEMETRY_SESSION_ID="the-callers-session")
     run = subprocess.run(
         [sys.executable, "-c", CALLER, str(path)],
         env=env, capture_output=True, text=True, timeout=600,
