@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import optuna
 import optuna.storages._cached_storage as cached_module
 import pytest
 from optuna.storages import RDBStorage
@@ -26,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hptune import optuna_private, storage, study
 from hptune.optuna_private import CACHED_STORAGE, FallbackWarning, TrialCache
 from tests.test_study import small_study
-from tests.test_workers import TAKE_QUEUED
+from tests.test_workers import TAKE_QUEUED, queued_study
 
 OptunaCache = cached_module._CachedStorage
 
@@ -151,10 +150,7 @@ TAKE_QUEUED_WITHOUT_CACHE = (
 def test_two_processes_on_optunas_own_cache_take_each_queued_trial_once(tmp_path: Path) -> None:
     # Where hptune's cache cannot be used, processes sharing a table still take each queued
     # row exactly once (the take's lock is in the storage behind any cache).
-    url = f"sqlite:///{tmp_path / 'queue.db'}"
-    queue = optuna.create_study(study_name="queue", storage=storage.open_storage(url))
-    for x in range(60):
-        queue.enqueue_trial({"x": x})
+    url = queued_study(tmp_path, 60)
     command = [sys.executable, "-c", TAKE_QUEUED_WITHOUT_CACHE, url, "30"]
     processes = [
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

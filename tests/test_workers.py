@@ -60,11 +60,17 @@ def test_trials_are_shared_without_one_more_or_less(
     assert shares(n_trials, workers) == expected
 
 
-def test_two_processes_never_take_the_same_queued_trial(tmp_path: Path) -> None:
+def queued_study(tmp_path: Path, rows: int) -> str:
+    """A SQLite study "queue" with ``rows`` queued trials (x = 0, 1, ...); returns its URL."""
     url = f"sqlite:///{tmp_path / 'queue.db'}"
     queue = optuna.create_study(study_name="queue", storage=storage.open_storage(url))
-    for x in range(200):
+    for x in range(rows):
         queue.enqueue_trial({"x": x})
+    return url
+
+
+def test_two_processes_never_take_the_same_queued_trial(tmp_path: Path) -> None:
+    url = queued_study(tmp_path, 200)
     # Two processes take 100 queued trials each, at the same time. Without the lock, Optuna's
     # take (read WAITING, then mark RUNNING) let both take one trial now and then (15 of 300).
     command = [sys.executable, "-c", TAKE_QUEUED, url, "100"]
